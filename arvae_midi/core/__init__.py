@@ -1,0 +1,1 @@
+"""Shared, torch-free building blocks: tokens, attributes, MIDI files, config loading."""

@@ -1,0 +1,1 @@
+"""ONNX exporter (needs torch) and the onnxruntime engine (never imports torch)."""

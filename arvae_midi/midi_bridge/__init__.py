@@ -1,0 +1,1 @@
+"""Realtime MIDI bridge behind ``arvae-midi serve``; never imports torch."""

@@ -1,0 +1,1 @@
+"""Presets: TOML training recipes, CC maps and the shipped default model."""

@@ -1,0 +1,1 @@
+"""Torch side: datasets, models, losses, trainer, metrics, plots (needs the ``train`` extra)."""
