@@ -22,7 +22,7 @@ def analyze(
     vocab = Vocabulary()
     attrs = compute_attributes(song.bar_tokens(vocab), vocab)
     rows = [
-        {"index": i, **{name: round(float(v), 4) for name, v in zip(ATTRIBUTE_NAMES, row)}}
+        {"index": i, **{name: round(float(v), 4) for name, v in zip(ATTRIBUTE_NAMES, row, strict=True)}}
         for i, row in enumerate(attrs)
     ]
     if as_json:
