@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads spin by default; on a busy 2-core CI machine that makes every torch call
+# 5-20x slower. Must be set before torch (and its OpenMP runtime) is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 
