@@ -1,0 +1,130 @@
+"""The one-line status display and the JSON-lines event log.
+
+The status line shows tempo and its source, bar number, knob values, the input and output
+attributes of the last bar, inference time, deadline margin and the miss / late / error counts.
+On a terminal it is a rich ``Live`` line refreshed a few times a second from the main thread;
+elsewhere (a pipe, a log file) one plain line is printed per bar. ``--log FILE`` writes every
+bridge event as one JSON object per line from a writer thread, so the bridge thread only
+appends to a queue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from arvae_midi.errors import ConfigError
+from arvae_midi.midi_bridge.config import BridgeStatus
+from arvae_midi.midi_bridge.knobs import KnobSnapshot
+
+#: Short names of the attributes on the status line.
+SHORT = {"rhythmic_complexity": "rhy", "note_density": "den", "pitch_range": "rng", "contour": "con"}
+
+
+def _attrs(values: Mapping[str, float] | None) -> str:
+    if not values:
+        return "-"
+    return " ".join(f"{SHORT.get(k, k[:3])} {v:+.2f}" if k == "contour" else f"{SHORT.get(k, k[:3])} {v:.2f}"
+                    for k, v in values.items())
+
+
+def format_status(status: BridgeStatus, knobs: KnobSnapshot) -> str:
+    """The status line as plain text."""
+    knob_text = " ".join(f"{SHORT.get(k, k[:3])} {'-' if v is None else v}" for k, v in knobs.values.items())
+    freeze = " FROZEN" if knobs.freeze else ""
+    inference = "-" if status.inference_ms is None else f"{status.inference_ms:.1f} ms"
+    margin = "" if status.margin is None else f" ready {100 * status.margin:.1f}% early"
+    bar = "-" if status.bar < 0 else str(status.bar)
+    parts = [
+        f"{status.tempo:6.1f} bpm {status.source}",
+        f"{status.state} bar {bar} {status.mode}",
+        f"knobs {knob_text} amt {knobs.amount:.2f}{freeze}",
+        f"in {_attrs(status.in_attributes)}",
+        f"out {_attrs(status.out_attributes)}",
+        f"inference {inference}{margin}",
+        f"miss {status.misses} late {status.late} err {status.errors}",
+    ]
+    if status.message:
+        parts.append(status.message)
+    return " | ".join(parts)
+
+
+class StatusDisplay:
+    """Shows the status line: live on a terminal, one line per bar otherwise, nothing if quiet."""
+
+    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+        self.quiet = quiet
+        self.console = console or Console()
+        self._live: Live | None = None
+        self._last_bar: int | None = None
+        self._last_text = ""
+
+    def __enter__(self) -> StatusDisplay:
+        if not self.quiet and self.console.is_terminal:
+            self._live = Live(Text(""), console=self.console, refresh_per_second=8, transient=False)
+            self._live.__enter__()
+        return self
+
+    def update(self, status: BridgeStatus, knobs: KnobSnapshot) -> None:
+        """Show the latest figures."""
+        if self.quiet:
+            return
+        text = format_status(status, knobs)
+        if self._live is not None:
+            self._live.update(Text(text, no_wrap=True, overflow="ellipsis"))
+        elif status.bar != self._last_bar or (status.state != "playing" and text != self._last_text):
+            self.console.print(text, soft_wrap=True, highlight=False)
+            self._last_bar, self._last_text = status.bar, text
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class JsonLog:
+    """Writes events as JSON lines to ``path`` from a writer thread; :meth:`write` never blocks."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._file: IO[str] = self.path.open("w", encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot write the log file {self.path}: {e}") from e
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="arvae-log", daemon=True)
+        self._thread.start()
+
+    def write(self, event: dict[str, Any]) -> None:
+        """Queue one event (called from the bridge thread)."""
+        self._queue.put(event)
+
+    def _drain(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                break
+            self._file.write(json.dumps({k: _jsonable(v) for k, v in event.items()}) + "\n")
+            if self._queue.empty():
+                self._file.flush()
+        self._file.close()
+
+    def close(self) -> None:
+        """Write what is queued and close the file."""
+        self._queue.put(None)
+        self._thread.join(2.0)

@@ -1,0 +1,232 @@
+"""Benchmark the realtime bridge over JACK and print JSON.
+
+Starts a dummy JACK server (``jackd --no-realtime -d dummy``, unique name, stopped by PID), runs
+``arvae-midi serve --backend jack`` as a subprocess with a JSON-lines log, and plays the DAW from
+this process: MIDI Start, clock and a four-note phrase in every bar, so every bar answers the
+previous one (respond mode). It then reports
+
+* ``inference_ms``: engine time per bar (p50, p99, max), from the bridge's log;
+* ``deadline_margin``: time between a variation being ready and the start of the bar it plays
+  in, as a fraction of a bar (min, p1), and the misses. In respond mode a bar's tokens are final
+  3 pulses (1/32 bar) before the next bar starts (see ``midi_bridge/capture.py``), so the margin
+  is at most 0.03125 by construction; ``inference_bar_fraction`` gives the inference time as a
+  fraction of a bar, the budget the "ready 95 % of a bar early" goal stands for;
+* ``send_error_ms``: when the bridge handed each note to the backend minus its scheduled time;
+* ``arrival_error_ms``: when each note reached the DAW's JACK client minus its scheduled time,
+  with the JACK period stated. Two clocks for arrival: ``callback`` is ``time.monotonic()`` in
+  this process's rtmidi callback (adds this process's own wake-up latency), ``jack`` is rtmidi's
+  JACK-side timestamp aligned to the monotonic clock by the smallest offset seen.
+
+Usage: ``python bench/bridge.py [--bars 24] [--bpm 160] [--period 64] [--model FILE] [--realtime]``
+(``--realtime`` runs jackd with realtime scheduling, as a live setup would; it needs rtprio rights).
+Timings depend on the machine's load; this reports them, it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PHRASE = [(60, 0, 12), (64, 24, 36), (67, 48, 60), (72, 72, 90)]  # (key, on pulse, off pulse) per bar
+
+
+def _quantiles(values: list[float], *qs: float) -> dict[str, float | None]:
+    if not values:
+        return {f"p{q:g}": None for q in qs}
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{q:g}": round(float(np.percentile(arr, q)), 4) for q in qs}
+
+
+def _start_jackd(name: str, period: int, rate: int, realtime: bool) -> subprocess.Popen[bytes]:
+    jackd = shutil.which("jackd")
+    if jackd is None:
+        raise SystemExit("jackd is not installed (Debian package jackd2)")
+    mode = "--realtime" if realtime else "--no-realtime"
+    proc = subprocess.Popen([jackd, "-n", name, mode, "-d", "dummy", "-r", str(rate), "-p", str(period)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import rtmidi
+
+    from arvae_midi.midi_bridge.ports import quiet_stderr
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"jackd exited with status {proc.returncode}")
+        try:
+            with quiet_stderr():
+                probe = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="bench-probe")
+                probe.get_ports()
+                probe.delete()
+            return proc
+        except rtmidi.RtMidiError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit("jackd did not come up")
+
+
+def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(bars: int, bpm: float, period: int, rate: int, model: Path, realtime: bool = False) -> dict[str, Any]:
+    """One benchmark run; returns the JSON-ready report."""
+    import rtmidi
+
+    from arvae_midi.midi_bridge.ports import quiet_stderr
+
+    server = f"arvae-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    os.environ["JACK_DEFAULT_SERVER"] = server
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    jack = _start_jackd(server, period, rate, realtime)
+    work = Path(tempfile.mkdtemp(prefix="arvae-bench-"))
+    log = work / "events.jsonl"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "arvae_midi.cli", "serve", "--backend", "jack", "--model", str(model),
+         "--port-name", "bench", "--quiet", "--log", str(log), "--out-channel", "2"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    received: list[tuple[float, float, list[int]]] = []  # (monotonic, jack cumulative s, bytes)
+    jack_time = [0.0]
+
+    def on_event(event: tuple[list[int], float], _data: object) -> None:
+        now = time.monotonic()
+        jack_time[0] += event[1]
+        received.append((now, jack_time[0], list(event[0])))
+
+    try:
+        with quiet_stderr():
+            daw_in = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="bench-daw-in")
+            daw_out = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="bench-daw-out")
+        daw_in.ignore_types(sysex=False, timing=False, active_sense=True)
+        daw_in.set_callback(on_event)
+        deadline = time.monotonic() + 30
+        while True:
+            outs, ins = daw_out.get_ports(), daw_in.get_ports()
+            if "bench:in" in outs and "bench-out:out" in ins:
+                daw_out.open_port(outs.index("bench:in"), "out")
+                daw_in.open_port(ins.index("bench-out:out"), "in")
+                break
+            if time.monotonic() > deadline or serve.poll() is not None:
+                raise SystemExit(f"the bridge did not start: {serve.stderr.read() if serve.stderr else ''}")
+            time.sleep(0.05)
+        time.sleep(0.2)
+        pulse = 60.0 / (bpm * 24)
+        t0 = time.monotonic() + 0.1
+        events: list[tuple[float, int, list[int]]] = [(t0 - 0.002, -1, [0xFA])]
+        events += [(t0 + i * pulse, i, [0xF8]) for i in range(96 * bars + 12)]
+        for bar in range(bars):
+            for key, on, off in PHRASE:
+                events += [(t0 + (96 * bar + on) * pulse, -1, [0x90, key, 100]),
+                           (t0 + (96 * bar + off) * pulse, -1, [0x80, key, 0])]
+        events.sort(key=lambda e: e[0])
+        clock_error: list[float] = []
+        for t, index, data in events:
+            delay = t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            daw_out.send_message(data)
+            if index >= 0:
+                clock_error.append(1000.0 * (time.monotonic() - t))
+        time.sleep(0.1)
+    finally:
+        _stop(serve)
+        time.sleep(0.1)
+        with quiet_stderr():
+            for port in ("daw_in", "daw_out"):
+                if port in locals():
+                    locals()[port].delete()
+        _stop(jack)
+    return _report(log, received, clock_error, bars, bpm, period, rate, model, realtime)
+
+
+def _report(log: Path, received: list[tuple[float, float, list[int]]], clock_error: list[float], bars: int,
+            bpm: float, period: int, rate: int, model: Path, realtime: bool = False) -> dict[str, Any]:
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    bar_events = [e for e in events if e["event"] == "bar" and e["plan"] == "variation"]
+    inference = [e["inference_ms"] for e in bar_events if e.get("inference_ms") is not None]
+    margins = [e["margin"] for e in bar_events if e.get("margin") is not None]
+    bar_s = 4 * 60.0 / bpm
+    sends = [e for e in events if e["event"] == "send"]
+    send_error = [1000.0 * (e["sent"] - e["scheduled"]) for e in sends]
+    # The bridge's output is its logged sends in order, then the shutdown's note_offs and All
+    # Notes Off (not logged as sends). Pair each send with the next arrival of the same message
+    # (a few entries ahead at most, within 0.1 s): JACK without realtime scheduling can drop an
+    # event when a client misses its cycle, and one lost message must not shift every pair.
+    notes_in = [(mono, jt, m) for mono, jt, m in received if m[0] in (0x81, 0x91)]
+    offset = min((mono - jt for mono, jt, _ in received), default=0.0)
+    matched: list[tuple[dict[str, Any], tuple[float, float, list[int]]]] = []
+    j = 0
+    for e in sends:
+        status = 0x91 if e["on"] else 0x81
+        for k in range(j, min(j + 4, len(notes_in))):
+            mono, _, m = notes_in[k]
+            if m[0] == status and m[1] == e["key"] and abs(mono - e["scheduled"]) < 0.1:
+                matched.append((e, notes_in[k]))
+                j = k + 1
+                break
+    arrival_cb = [1000.0 * (mono - e["scheduled"]) for e, (mono, _, _) in matched]
+    arrival_jack = [1000.0 * (jt + offset - e["scheduled"]) for e, (_, jt, _) in matched]
+    period_ms = 1000.0 * period / rate
+    return {
+        "bench": "bridge",
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None},
+        "setup": {"bars": bars, "bpm": bpm, "bar_ms": round(1000 * bar_s, 3), "model": str(model),
+                  "jack": {"driver": "dummy", "realtime": realtime, "rate": rate, "period_frames": period,
+                           "period_ms": round(period_ms, 4)}},
+        "inference_ms": {**_quantiles(inference, 50, 99), "max": round(max(inference), 4) if inference else None,
+                         "bars": len(inference)},
+        "inference_bar_fraction": {"p99": round(float(np.percentile(inference, 99)) / (1000 * bar_s), 6)
+                                   if inference else None,
+                                   "goal_max": 0.05},
+        "deadline_margin": {"min": round(min(margins), 6) if margins else None, **_quantiles(margins, 1),
+                            "by_construction_max": 3 / 96,
+                            "misses": sum(1 for e in events if e["event"] == "bar" and e.get("miss")),
+                            "late_drops": sum(1 for e in events if e["event"] == "late")},
+        "send_error_ms": {**_quantiles(send_error, 50, 99), "max": round(max(send_error), 4) if send_error else None,
+                          "notes": len(send_error)},
+        "arrival_error_ms": {
+            "callback": _quantiles(arrival_cb, 50, 99),
+            "jack": _quantiles(arrival_jack, 50, 99),
+            "sent": len(sends), "arrived": len(matched), "lost": len(sends) - len(matched),
+            "goal_p99_max_ms": round(period_ms + 1.0, 4),
+        },
+        "daw_clock_send_error_ms": _quantiles(clock_error, 50, 99),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bars", type=int, default=24)
+    parser.add_argument("--bpm", type=float, default=160.0)
+    parser.add_argument("--period", type=int, default=64, help="JACK period in frames")
+    parser.add_argument("--rate", type=int, default=48000)
+    parser.add_argument("--model", type=Path, default=ROOT / "tests" / "fixtures" / "tiny.onnx")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run jackd with realtime scheduling (needs rtprio rights), as a live setup would")
+    args = parser.parse_args()
+    print(json.dumps(run(args.bars, args.bpm, args.period, args.rate, args.model, args.realtime), indent=2))
+
+
+if __name__ == "__main__":
+    main()
