@@ -12,6 +12,9 @@ from arvae_midi.commands.export import one_line_errors
 from arvae_midi.errors import ConfigError
 
 KNOB_MAX = 127
+#: Closed-loop candidates per variation; equals ``engine.DEFAULT_CANDIDATES`` (not imported here:
+#: the engine pulls in onnxruntime, and command modules import heavy dependencies lazily).
+CANDIDATES = 32
 
 
 def parse_knob_settings(items: list[str]) -> dict[str, int]:
@@ -48,6 +51,14 @@ def vary(
     amount: Annotated[float, typer.Option(min=0.0, max=1.0, help="Noise on the free latent dims, 0..1.")] = 0.0,
     variations: Annotated[int, typer.Option(min=1, max=64, help="Variations per bar, written one after another.")] = 1,
     seed: Annotated[int, typer.Option(help="Noise seed (bar i uses seed + i).")] = 0,
+    candidates: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="Candidates decoded per variation when a knob is set; the one nearest "
+                     "the knob targets is kept (1 = raw latent traversal)."),
+    ] = CANDIDATES,
+    key_lock: Annotated[
+        bool, typer.Option("--key-lock/--no-key-lock", help="Keep each bar's variations in that bar's scale.")
+    ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print per-bar attributes as JSON.")] = False,
 ) -> None:
@@ -72,7 +83,8 @@ def vary(
         if len(bars) == 0:
             raise ConfigError(f"{midi_file}: no notes, so no bar to vary")
         outputs = np.concatenate(
-            [engine.vary(bar, knobs, amount=amount, seed=seed + i, n=variations) for i, bar in enumerate(bars)]
+            [engine.vary(bar, knobs, amount=amount, seed=seed + i, n=variations, key_lock=key_lock,
+                         candidates=candidates) for i, bar in enumerate(bars)]  # fmt: skip
         )  # (bars * variations, 24): bar 0's variations, then bar 1's, ...
         velocities = [v for v in song.bar_velocities() for _ in range(variations)]
         write_midi(out, bars_to_notes(outputs, vocab, velocities), bpm=song.bpm)

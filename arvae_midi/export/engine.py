@@ -10,18 +10,24 @@ batch size of their input, so :meth:`encode` feeds a zero-row ``z`` and :meth:`d
 zero-row ``tokens`` and only the half asked for runs (see :mod:`arvae_midi.export.metadata`).
 Session settings favour one-bar latency: one intra-op thread by default, sequential execution,
 all graph optimisations, and a warm-up run at load.
+
+Knobs run a closed loop (:meth:`Engine.vary`, :class:`LoopConfig`): a raw latent traversal only
+reaches the calibrated attribute on average, so each variation is decoded with a few seeded
+perturbations in the same batch and the one whose attributes land nearest the knob targets is
+kept. The key lock's pitch mask applies to every candidate.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from arvae_midi.core.attributes import compute_attributes
+from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.scales import allowed_pitch_classes, token_mask
 from arvae_midi.core.tokens import REST_ID
 from arvae_midi.errors import ConfigError, ModelFileError
@@ -33,6 +39,30 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "presets" / "default.on
 DEVICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+#: Candidates decoded per variation when a knob is set (1 = raw latent traversal).
+DEFAULT_CANDIDATES = 32
+#: Entropy word that separates the closed loop's random stream from the ``amount`` noise's.
+_LOOP_STREAM = 0x6C6F6F70
+#: Smallest attribute span the closed loop divides by (a flat, uncontrolled calibration).
+_MIN_SPAN = 1e-3
+
+
+@dataclass
+class LoopConfig:
+    """How :meth:`Engine.vary`'s closed loop perturbs and scores candidates.
+
+    Candidate offsets are seeded normal draws added to the variation's latent: on a set knob's
+    dim ``set_spread`` times the dim's calibrated latent span (1st..99th percentile of the
+    held-out means), on an unset regularised dim ``unset_spread`` times its span, on the free
+    dims ``free_spread`` (latent units; the prior's std is 1). Scoring: distance of each set
+    attribute to its knob's target plus ``crosstalk`` times the unset attributes' distance to
+    the input bar's own, all in units of the attribute's calibrated knob span.
+    """
+
+    set_spread: float = 0.15
+    unset_spread: float = 0.1
+    free_spread: float = 0.7
+    crosstalk: float = 0.4
 
 
 def _providers(device: str) -> tuple[list[str], str | None]:
@@ -115,6 +145,15 @@ class Engine:
         self._no_mask = np.zeros((0, v), np.float32)
         self._knobs = {name: knob_table(cal) for name, cal in meta.calibration.items()}
         self._free_dims = np.asarray(meta.free_dims, dtype=np.int64)
+        #: Closed-loop settings of :meth:`vary`; change them on the instance to tune.
+        self.loop = LoopConfig()
+        cal = meta.calibration
+        self._reg_dims = np.asarray([meta.attribute_dims[a] for a in meta.attributes], dtype=np.int64)  # (R,)
+        self._latent_span = np.asarray([cal[a].latent[-1] - cal[a].latent[0] for a in meta.attributes], np.float32)
+        # Calibrated attributes the engine can measure on decoded bars: name -> attributes() column.
+        self._attr_columns = {a: ATTRIBUTE_NAMES.index(a) for a in meta.attributes if a in ATTRIBUTE_NAMES}
+        self._knob_attr = {a: knob_attribute(cal[a]) for a in self._attr_columns}  # (128,) targets each
+        self._attr_span = {a: max(abs(float(t[-1] - t[0])), _MIN_SPAN) for a, t in self._knob_attr.items()}
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", threads: int | None = None) -> Engine:
@@ -236,6 +275,7 @@ class Engine:
         n: int = 1,
         pitch_mask: np.ndarray | None = None,
         key_lock: bool = False,
+        candidates: int = DEFAULT_CANDIDATES,
     ) -> np.ndarray:
         """``n`` variations (n, 24) int64 of one bar (24,), decoded in one batch.
 
@@ -243,9 +283,19 @@ class Engine:
         dim through the calibration, unset (None or missing) knobs keep the bar's own value;
         ``amount`` (0..1) scales seeded standard-normal noise added to the free (unregularised)
         dims, so n > 1 gives n different variations when amount > 0. The same seed gives the
-        same variations. ``pitch_mask`` as in :meth:`decode`; ``key_lock=True`` instead derives
-        it from the bar itself (its estimated scale plus its own pitch classes, as
-        :func:`arvae_midi.core.scales.allowed_pitch_classes`).
+        same variations. ``pitch_mask`` as in :meth:`decode` ((V,) or (n, V)); ``key_lock=True``
+        instead derives it from the bar itself (its estimated scale plus its own pitch classes,
+        as :func:`arvae_midi.core.scales.allowed_pitch_classes`).
+
+        Closed loop (``candidates`` > 1 and at least one knob set): each variation's latent (the
+        raw traversal above) is decoded together with ``candidates - 1`` seeded perturbations of
+        it, all ``n * candidates`` rows in one decoder run under the same pitch mask, and the
+        candidate whose decoded attributes come nearest to the calibrated targets of the set
+        knobs (:meth:`knob_to_attribute`), with a mild penalty for moving the unset attributes
+        away from the input bar's own, is kept (see :class:`LoopConfig`). The raw latent is
+        always candidate 0 and wins ties, so the loop is never further from the targets by its
+        own measure. ``candidates=1`` is the raw latent traversal. The candidates are seeded by
+        ``seed`` too (a stream apart from the noise's); ``seed=None`` draws fresh ones each call.
         """
         if key_lock and pitch_mask is not None:
             raise ConfigError("give either pitch_mask or key_lock, not both")
@@ -256,21 +306,70 @@ class Engine:
             raise ConfigError(f"amount must be in 0..1, got {amount}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"n (variations) must be a positive integer, got {n!r}")
-        settings: dict[int, float] = {}
+        if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < 1:
+            raise ConfigError(f"candidates must be a positive integer (1 = raw latent traversal), got {candidates!r}")
+        settings: dict[str, int] = {}
         for attribute, value in knobs.items():
             if value is not None:
-                latent = self.knob_to_latent(attribute, value)  # validates name and range first
-                settings[self.meta.attribute_dims[attribute]] = latent
+                self.knob_to_latent(attribute, value)  # validates name and range first
+                settings[attribute] = int(value)
         ids = np.asarray(bar, dtype=np.int64).reshape(1, -1)
         mu, _ = self.encode(ids)
         z = np.repeat(mu, n, axis=0)  # (n, Z)
-        for dim, latent in settings.items():
-            z[:, dim] = latent
+        for attribute, value in settings.items():
+            z[:, self.meta.attribute_dims[attribute]] = self._knobs[attribute][value]
         if amount > 0 and len(self._free_dims):
             rng = np.random.default_rng(seed)
             noise = rng.standard_normal((n, len(self._free_dims))).astype(np.float32)
             z[:, self._free_dims] += np.float32(amount) * noise
-        return self.decode(z, pitch_mask)
+        mask = self._mask(pitch_mask, n)  # (n, V) additive, validated against n
+        if candidates == 1 or not any(a in self._attr_columns for a in settings):
+            return self.decode(z, mask)  # raw traversal (nothing set that the loop can measure)
+        return self._closed_loop(ids[0], z, mask, settings, int(candidates), seed)
+
+    def _closed_loop(
+        self, bar: np.ndarray, z: np.ndarray, mask: np.ndarray, settings: Mapping[str, int], k: int,
+        seed: int | None,
+    ) -> np.ndarray:
+        """Best of ``k`` candidates around each row of ``z`` (n, Z); returns (n, 24) int64."""
+        n = len(z)
+        cfg = self.loop
+        # A stream of its own (not the amount noise's), so candidates=1 keeps the raw variations
+        # bit for bit and the candidates do not shift the noise of other settings.
+        rng = np.random.default_rng(None if seed is None else [int(seed) % 2**63, _LOOP_STREAM])
+        cands = np.repeat(z, k, axis=0)  # (n*k, Z): rows i*k .. i*k+k-1 belong to variation i
+        offsets = np.zeros((n, k, z.shape[1]), np.float32)
+        reg = self._reg_dims
+        spread = np.asarray(
+            [cfg.set_spread if a in settings else cfg.unset_spread for a in self.meta.attributes], np.float32
+        ) * self._latent_span  # (R,) latent units per regularised dim
+        offsets[:, 1:, reg] = rng.standard_normal((n, k - 1, len(reg))).astype(np.float32) * spread
+        if len(self._free_dims):
+            free = rng.standard_normal((n, k - 1, len(self._free_dims))).astype(np.float32)
+            offsets[:, 1:, self._free_dims] = np.float32(cfg.free_spread) * free
+        cands += offsets.reshape(n * k, -1)
+        out = self.decode(cands, np.repeat(mask, k, axis=0))  # one decoder run for all n*k rows
+        cost = self._loop_cost(self.attributes(out), self.attributes(bar)[0], settings).reshape(n, k)
+        best = np.argmin(cost, axis=1)  # first minimum: the raw candidate wins ties
+        picked: np.ndarray = out.reshape(n, k, -1)[np.arange(n), best]
+        return picked
+
+    def _loop_cost(self, attrs: np.ndarray, own: np.ndarray, settings: Mapping[str, int]) -> np.ndarray:
+        """Closed-loop cost (M,) of decoded attributes (M, 4) given the bar's own (4,).
+
+        Distances are in units of each attribute's calibrated knob span (knob 0 -> 127), so a
+        cost of 1 is the whole knob travel: set knobs pay their distance to the target, the
+        other calibrated attributes ``LoopConfig.crosstalk`` times their move from ``own``.
+        """
+        cost = np.zeros(len(attrs), np.float64)
+        for attribute, column in self._attr_columns.items():
+            scale = self._attr_span[attribute]
+            if attribute in settings:
+                target = float(self._knob_attr[attribute][settings[attribute]])
+                cost += np.abs(attrs[:, column] - target) / scale
+            else:
+                cost += self.loop.crosstalk * np.abs(attrs[:, column] - own[column]) / scale
+        return cost
 
     def attributes(self, tokens: np.ndarray) -> np.ndarray:
         """The four bar attributes (N, 4) float32 of bars (N, 24), in ``ATTRIBUTE_NAMES`` order."""

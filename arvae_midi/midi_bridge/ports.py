@@ -23,6 +23,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,6 +43,15 @@ HINTS = {
     "coremidi": "CoreMIDI is only available on macOS",
     "winmm": "Windows MultiMedia MIDI is only available on Windows",
 }
+#: JACK server cycles that must start after the last send before the output counts as flushed:
+#: rtmidi queues JACK sends in a ringbuffer that the output client's process callback drains
+#: into the port at the start of each cycle, so the first new cycle carries everything sent
+#: before it; the clients reading the port take it in that cycle, or one cycle later when they
+#: run late (JACK2 runs asynchronously by default). A cycle is one period: 1.33 ms at 64 frames
+#: and 48 kHz, tens of ms when a loaded machine runs them late without realtime scheduling.
+FLUSH_CYCLES = 3
+#: Poll period while waiting for JACK cycles (seconds).
+CYCLE_POLL_S = 0.001
 
 
 def auto_order(platform: str = sys.platform) -> tuple[str, ...]:
@@ -250,6 +260,8 @@ class JackWatch:
         shutdown_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
         self._lib.jack_on_shutdown.argtypes = [ctypes.c_void_p, shutdown_type, ctypes.c_void_p]
         self._lib.jack_client_close.argtypes = [ctypes.c_void_p]
+        self._lib.jack_last_frame_time.argtypes = [ctypes.c_void_p]
+        self._lib.jack_last_frame_time.restype = ctypes.c_uint32
         self._callback = shutdown_type(self._on_shutdown)  # keep a reference while the client lives
         status = ctypes.c_int(0)
         no_start_server = 0x01
@@ -260,6 +272,29 @@ class JackWatch:
 
     def _on_shutdown(self, _arg: object) -> None:
         self.dead = True
+
+    def wait_cycles(self, cycles: int, timeout: float) -> bool:
+        """Wait until the server has started ``cycles`` new process cycles; False after ``timeout`` s
+        or when the server is gone.
+
+        The frame time of the current cycle lives in the server's shared memory, so an inactive
+        client can read it; it changes once per cycle (by the period, e.g. 64 frames).
+        """
+        if self.dead or not self._client:
+            return False
+        deadline = time.monotonic() + timeout
+        last = self._lib.jack_last_frame_time(self._client)
+        seen = 0
+        while seen < cycles:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(CYCLE_POLL_S)
+            if self.dead:  # the shared memory may be going away with the server
+                return False
+            now = self._lib.jack_last_frame_time(self._client)
+            if now != last:
+                seen, last = seen + 1, now
+        return True
 
     def close(self) -> None:
         """Close the watch client (not after the server died: there is nothing to close then)."""
@@ -299,12 +334,34 @@ class PortPair:
             return f"output port {self.watch_out!r} lost"
         return None
 
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until what was sent has left this process; True when it has.
+
+        Only JACK queues: a send lands in rtmidi's ringbuffer and leaves with the output client's
+        next process cycle, so this waits for :data:`FLUSH_CYCLES` server cycles (a few ms; more
+        when a loaded machine runs the cycles late). ALSA, CoreMIDI and WinMM hand each message
+        to the system inside ``send``.
+        """
+        if self.backend != "jack":
+            return True
+        if self.jack_watch is None:  # no way to see the cycles: give them a moment
+            time.sleep(min(timeout, 0.05))
+            return False
+        return self.jack_watch.wait_cycles(FLUSH_CYCLES, timeout)
+
     def close(self) -> None:
-        """Close both ports (idempotent)."""
+        """Close both ports (idempotent), the output first.
+
+        For JACK, rtmidi's ``close_port`` on the output waits (at most 1 s) for one more process
+        cycle of the output client, which hands on whatever is still queued, and closing each
+        client waits for the server. python-rtmidi holds the GIL throughout, so on a loaded
+        machine this can stall every Python thread for a few hundred ms: a caller with a
+        deadline flushes (:meth:`flush`) and lets the process exit close the clients instead.
+        """
         if not self._closed:
             self._closed = True
-            self.input.close()
             self.output.close()
+            self.input.close()
             if self.jack_watch is not None:
                 self.jack_watch.close()
 

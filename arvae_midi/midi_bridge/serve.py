@@ -5,6 +5,15 @@ ports, optionally runs the ``--learn`` flow, then runs the bridge with a status 
 Ctrl-C, SIGTERM, a lost port or ``stop`` is set. Whatever ends it, the bridge thread sends
 note_offs for every sounding note and All Notes Off before the ports close. A lost port raises
 BackendError after that cleanup, so the CLI exits 1 with one line.
+
+SIGTERM must end the process within a second (issue 6), also on a loaded machine, so the
+cleanup after a signal is bounded by one deadline (:data:`SIGNAL_CLEANUP_S`): the panic first
+(on the bridge thread), then a wait for the output to leave (JACK: a few process cycles, not
+a fixed sleep), then the log. Closing the ports is the one step that cannot be bounded (a JACK
+client close waits for the server, and python-rtmidi holds the GIL meanwhile), so a caller
+that is about to end the process anyway passes ``exit_after_signal``, which runs before it:
+the command line exits there (see ``arvae_midi/commands/serve.py``) and the process exit
+closes the clients.
 """
 
 from __future__ import annotations
@@ -37,10 +46,17 @@ from arvae_midi.midi_bridge.status import JsonLog, StatusDisplay
 PORT_CHECK_S = 1.0
 #: Refresh period of the status line.
 STATUS_S = 0.125
-#: Pause between the final All Notes Off and closing the ports: rtmidi's JACK output hands
-#: messages to the next process cycle, and closing the client first would drop them (cycles
-#: can run tens of milliseconds late on a loaded machine without realtime scheduling).
-FLUSH_S = 0.2
+#: Longest wait after the final All Notes Off for the output to leave before the ports close or
+#: the process exits: rtmidi's JACK output hands messages to the next process cycle, and closing
+#: the client first would drop them (cycles can run tens of milliseconds late on a loaded machine
+#: without realtime scheduling, and an overloaded JACK server can stall for longer). The wait
+#: ends as soon as the cycles have run (usually ~5 ms).
+FLUSH_S = 0.5
+#: Bound on the cleanup from a SIGINT/SIGTERM to ``exit_after_signal`` (panic, flush, log):
+#: inside the 1 s the process has to exit, leaving time for the exit itself (~0.1 s when loaded).
+SIGNAL_CLEANUP_S = 0.6
+#: The same bound for other endings (``stop``, a lost port, an error), where no deadline applies.
+CLEANUP_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -69,13 +85,18 @@ def load_engine(model: str | None, device: str) -> VariationEngine:
 
 
 @contextlib.contextmanager
-def _signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set ``stop`` (only possible from the main thread)."""
+def _signals(stop: threading.Event, received: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` and are appended to ``received`` (main thread only).
+
+    The main thread waits on ``stop`` with a timeout (a lock wait that a signal interrupts), so
+    the handler runs within a millisecond of the signal.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: types.FrameType | None) -> None:
+        received.append(signum)
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -102,15 +123,29 @@ def _learn(ports: PortPair, options: ServeOptions, attributes: list[str], say: C
     return cc_map
 
 
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (monotonic), never negative."""
+    return max(deadline - time.monotonic(), 0.0)
+
+
 def serve(
     options: ServeOptions,
     stop: threading.Event | None = None,
     engine_loader: Callable[[str | None, str], VariationEngine] | None = None,
     clock: Clock | None = None,
     console: Console | None = None,
-) -> None:
-    """Run the bridge until ``stop`` is set, SIGINT/SIGTERM arrives or a port is lost."""
+    exit_after_signal: Callable[[int], None] | None = None,
+) -> int | None:
+    """Run the bridge until ``stop`` is set, SIGINT/SIGTERM arrives or a port is lost.
+
+    Returns the signal number when SIGINT or SIGTERM ended it, else None. Raises BackendError
+    (after the cleanup) when a port was lost. ``exit_after_signal(signum)``, when given, is
+    called after a signal once the note_offs and All Notes Off have left and the log is closed,
+    before the ports close; a function that ends the process (``os._exit``) skips their slow,
+    unbounded close.
+    """
     stop = stop or threading.Event()
+    signals: list[int] = []
     clock = clock or MonotonicClock()
     console = console or Console()
     def tell(text: str) -> None:
@@ -123,6 +158,8 @@ def serve(
     log = JsonLog(options.log) if options.log else None
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arvae-infer")
     runtime: BridgeRuntime | None = None
+    deadline: float | None = None  # for the cleanup, set when the bridge stops
+    signum: int | None = None  # set only when a signal ended a run without error
     try:
         if cc_map is None:
             cc_map = _learn(ports, options, list(engine.meta.attributes), tell)  # prompts even when quiet
@@ -132,7 +169,7 @@ def serve(
         cfg = options.bridge
         say(f"arvae-midi serve ({ports.backend}): play into {ports.input.name!r}, listen on {ports.output.name!r}; "
             f"mode {cfg.mode}, out channel {cfg.out_channel}, tempo from MIDI clock or {cfg.bpm:g} bpm; Ctrl-C stops")
-        with _signals(stop), StatusDisplay(options.quiet, console) as display:
+        with _signals(stop, signals), StatusDisplay(options.quiet, console) as display:
             runtime.start()
             next_check = clock.now() + PORT_CHECK_S
             while not stop.wait(STATUS_S):
@@ -144,17 +181,25 @@ def serve(
                     lost = ports.lost()
                     if lost:
                         runtime.port_lost(lost)
-            runtime.stop("stopped")
+            # The panic comes first: the bridge thread sends it on its way out.
+            deadline = time.monotonic() + (SIGNAL_CLEANUP_S if signals else CLEANUP_S)
+            runtime.stop("stopped", timeout=_left(deadline))
             display.update(core.status, core.knobs.snapshot())
         if runtime.error is not None:
             raise runtime.error
         if core.failed:
             raise BackendError(f"{core.failed}; the bridge sent all notes off where it still could")
+        signum = signals[0] if signals else None
+        return signum
     finally:
+        if deadline is None:
+            deadline = time.monotonic() + (SIGNAL_CLEANUP_S if signals else CLEANUP_S)
         if runtime is not None:
-            runtime.stop("stopped")
-            time.sleep(FLUSH_S)
-        ports.close()
+            runtime.stop("stopped", timeout=_left(deadline))
+            ports.flush(min(FLUSH_S, _left(deadline)))
         executor.shutdown(wait=False, cancel_futures=True)
         if log is not None:
-            log.close()
+            log.close(timeout=max(_left(deadline), 0.1))
+        if signum is not None and exit_after_signal is not None:
+            exit_after_signal(signum)
+        ports.close()

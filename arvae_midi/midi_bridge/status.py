@@ -124,7 +124,7 @@ class JsonLog:
                 self._file.flush()
         self._file.close()
 
-    def close(self) -> None:
-        """Write what is queued and close the file."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is queued and close the file, waiting at most ``timeout`` s."""
         self._queue.put(None)
-        self._thread.join(2.0)
+        self._thread.join(timeout)

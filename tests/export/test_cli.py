@@ -66,7 +66,7 @@ def test_vary_writes_variations_in_order(tmp_path: Path, tiny_path: Path, tiny_e
     report = json.loads(res.output)
     song_in = read_midi(src)
     expected = np.concatenate([
-        tiny_engine.vary(bar, {"note_density": 127, "contour": 0}, amount=0.4, seed=5 + i, n=3)
+        tiny_engine.vary(bar, {"note_density": 127, "contour": 0}, amount=0.4, seed=5 + i, n=3, key_lock=True)
         for i, bar in enumerate(song_in.bar_tokens(tiny_engine.meta.vocab))
     ])  # fmt: skip
     song_out = read_midi(out)

@@ -116,6 +116,9 @@ class FakePair:
     def lost(self) -> str | None:
         return self.gone
 
+    def flush(self, timeout: float) -> bool:
+        return True
+
     def close(self) -> None:
         self.closed = True
 
@@ -189,6 +192,47 @@ def test_sigterm_stops_serve_cleanly(pair: FakePair) -> None:
     assert result.exit_code == 0, result.output
     assert [m.type for _, m in pair.output.messages] == ["note_on", "note_off", "control_change"]
     assert pair.closed
+
+
+def test_exit_after_signal_comes_after_the_panic_and_before_the_ports_close(pair: FakePair, tmp_path: Path) -> None:
+    """The command line's early exit: everything silent and logged by then, ports still open."""
+    seen: list[tuple[int, list[str], bool, str]] = []
+
+    def exit_after_signal(signum: int) -> None:  # the CLI ends the process here (os._exit)
+        seen.append((signum, _texts(pair.output), pair.closed, (tmp_path / "log.jsonl").read_text()))
+
+    def terminate() -> None:
+        _wait_for(lambda: pair.input._callback is not None)
+        pair.input.inject([0x90, 60, 100])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=terminate)
+    killer.start()
+    result = serve(ServeOptions(bridge=BridgeConfig(thru=True), quiet=True, log=tmp_path / "log.jsonl"),
+                   exit_after_signal=exit_after_signal)
+    killer.join()
+    assert result == signal.SIGTERM
+    ((signum, sent, closed, log),) = seen
+    assert signum == signal.SIGTERM and not closed
+    assert sent == ["note_on 60", "note_off 60", "control_change 123"]
+    assert '"event": "shutdown"' in log.splitlines()[-1]
+    assert pair.closed  # when the callback returns (in-process), the ports still close
+
+
+def test_exit_after_signal_is_not_called_without_a_signal(pair: FakePair) -> None:
+    stop = threading.Event()
+    called: list[int] = []
+    results: list[int | None] = []
+
+    def run() -> None:
+        results.append(serve(ServeOptions(quiet=True), stop, exit_after_signal=called.append))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    _wait_for(lambda: pair.input._callback is not None)
+    stop.set()
+    thread.join(5)
+    assert results == [None] and called == [] and pair.closed
 
 
 def test_serve_learn_writes_the_map_then_serves_with_it(pair: FakePair, tmp_path: Path) -> None:
