@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,17 +65,6 @@ def make_tiny_run(root: Path, kind: str = "measure", n: int = 240, seed: int = 0
                                       kind))  # fmt: skip
     return run_dir
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny problems: thread pools (torch, BLAS) only add contention on a shared 2-core machine."""
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture

@@ -26,14 +26,6 @@ from arvae_midi.train.losses import (  # noqa: E402
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_reconstruction_loss_is_mean_token_cross_entropy() -> None:
     logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # (1, 2, 3)
     targets = torch.tensor([[0, 2]])

@@ -36,15 +36,6 @@ def _tokens(cfg: ModelConfig, batch: int = 6, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), generator=g)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    # Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP spin-waiting
-    # makes 2-thread torch many times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,13 +21,6 @@ EXPECTED = {
     "dmelodies-factorvae-rnn", "dmelodies-factorvae-cnn", "dmelodies-arvae-rnn", "default", "tiny",
 }  # fmt: skip
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the suite shares two cores
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_all_training_presets_are_listed() -> None:

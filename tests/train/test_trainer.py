@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,13 +36,6 @@ def measure_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dm_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_npz(tmp_path_factory.mktemp("data") / "dm.npz", "dmelodies", n=240, seed=0)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the suite shares two cores
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(data: Path, **changes: object) -> TrainConfig:
