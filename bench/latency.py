@@ -6,7 +6,7 @@ The model is the full-size MeasureVAE (untrained, seeded) or the trained run giv
 it is exported to a temporary ONNX file with the real exporter (parity-checked), then timed:
 
 * torch eager (``model.encode`` + ``model.generate``, inference mode) and onnxruntime
-  (:class:`~arvae_midi.export.engine.Engine` ``encode`` + ``decode``, two session runs);
+  (:class:`~arvae_midi.engine.engine.Engine` ``encode`` + ``decode``, two session runs);
 * batch 1 and batch 8 random bars, each with an all-zero key mask;
 * 1 intra-op thread and each library's default thread count.
 
@@ -35,7 +35,7 @@ import onnxruntime as ort
 import torch
 
 from arvae_midi.core.tokens import Vocabulary
-from arvae_midi.export.engine import Engine
+from arvae_midi.engine.engine import Engine
 from arvae_midi.export.exporter import ExportConfig, export_model
 from arvae_midi.train.models import VAE, ModelConfig, build_model
 

@@ -8,10 +8,14 @@ import os
 # 5-20x slower. Must be set before torch (and its OpenMP runtime) is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from arvae_midi.core.tokens import Vocabulary
+from arvae_midi.engine.engine import Engine
+from tests.fixtures.make_tiny_model import FIXTURE, synthetic_bars
 
 
 @pytest.fixture
@@ -24,3 +28,21 @@ def vocab() -> Vocabulary:
 def rng() -> np.random.Generator:
     """A seeded generator so every test is reproducible."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_path() -> Path:
+    """``tests/fixtures/tiny.onnx``."""
+    return FIXTURE
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_path: Path) -> Engine:
+    """The tiny fixture model on the CPU (shared: the engine is stateless between calls)."""
+    return Engine.load(tiny_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def heldout_bars() -> np.ndarray:
+    """Synthetic bars (400, 24) from a seed the fixture model was not trained on."""
+    return synthetic_bars(400, seed=12345)

@@ -23,7 +23,7 @@ from arvae_midi.cli import app
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
 from arvae_midi.core.midi import read_midi, write_midi
 from arvae_midi.core.tokens import Note
-from arvae_midi.export.engine import DEFAULT_MODEL
+from arvae_midi.engine.engine import DEFAULT_MODEL
 
 MODEL_ENV = "ARVAE_TEST_MODEL"
 REPO = Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ def test_installed_package_loads_the_default_model(model: Path, tmp_path: Path) 
     elsewhere.mkdir()
     code = (
         "import json, arvae_midi\n"
-        "from arvae_midi.export.engine import Engine\n"
+        "from arvae_midi.engine.engine import Engine\n"
         "e = Engine.load(device='cpu')\n"
         "print(json.dumps([str(e.path), arvae_midi.__file__, e.meta.name]))\n"
     )

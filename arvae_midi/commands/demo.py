@@ -42,7 +42,7 @@ def demo(
     from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
     from arvae_midi.core.midi import bars_to_notes, write_midi
     from arvae_midi.core.tokens import quantize_bar
-    from arvae_midi.export.engine import Engine
+    from arvae_midi.engine.engine import Engine
     from arvae_midi.train.plots import plot_piano_roll
 
     engine = Engine.load(model)

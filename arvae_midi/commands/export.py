@@ -13,7 +13,7 @@ import typer
 from arvae_midi.errors import ArvaeError, ConfigError
 
 if TYPE_CHECKING:
-    from arvae_midi.export.engine import Engine
+    from arvae_midi.engine.engine import Engine
 
 
 @contextmanager
@@ -77,7 +77,7 @@ def _print_info(engine: Engine, size: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from arvae_midi.export.calibration import knob_attribute, knob_table
+    from arvae_midi.engine.calibration import knob_attribute, knob_table
 
     meta, console = engine.meta, Console(soft_wrap=True)  # long lines stay whole (greppable)
     recipe, export_info, data = meta.recipe, meta.document.export, meta.data
@@ -125,7 +125,7 @@ def info(
 ) -> None:
     """Show what a model file holds: vocabulary, latent size, recipe, metrics, calibration."""
     with one_line_errors():
-        from arvae_midi.export.engine import Engine
+        from arvae_midi.engine.engine import Engine
 
         engine = Engine.load(model, device="cpu")
         size = engine.path.stat().st_size

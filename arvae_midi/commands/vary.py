@@ -72,7 +72,7 @@ def vary(
 
         from arvae_midi.core.attributes import ATTRIBUTE_NAMES
         from arvae_midi.core.midi import bars_to_notes, read_midi, write_midi
-        from arvae_midi.export.engine import Engine
+        from arvae_midi.engine.engine import Engine
 
         engine = Engine.load(model, device=device)
         for name, value in knobs.items():

@@ -1,1 +1,1 @@
-"""ONNX exporter (needs torch) and the onnxruntime engine (never imports torch)."""
+"""The ONNX exporter (torch side): graph building, parity check, writing the model file."""

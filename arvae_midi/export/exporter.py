@@ -13,8 +13,8 @@ the half it does not want, which then costs one ``If`` node instead of a whole e
 decoder (and avoids running GRU kernels on empty batches).
 
 After tracing, the exporter calibrates each regularised attribute on held-out bars
-(:mod:`arvae_midi.export.calibration`) through the exported graph, writes the metadata
-(:mod:`arvae_midi.export.metadata`), reloads the file with the engine and checks parity with
+(:mod:`arvae_midi.engine.calibration`) through the exported graph, writes the metadata
+(:mod:`arvae_midi.engine.metadata`), reloads the file with the engine and checks parity with
 torch on held-out bars: identical greedy tokens (with and without a key mask) and mu within
 ``mu_atol``. Any failure raises ModelFileError and leaves no output file behind.
 """
@@ -37,9 +37,8 @@ from onnx import TensorProto, helper
 
 from arvae_midi import __version__
 from arvae_midi.core.tokens import HOLD_ID, REST_ID, TICK_POSITIONS, TICKS_PER_BAR, TICKS_PER_BEAT, Vocabulary
-from arvae_midi.errors import ConfigError, DatasetError, ModelFileError
-from arvae_midi.export.calibration import DEFAULT_POINTS, calibrate
-from arvae_midi.export.metadata import (
+from arvae_midi.engine.calibration import DEFAULT_POINTS, calibrate
+from arvae_midi.engine.metadata import (
     FORMAT_VERSION,
     MASK_FORBIDDEN,
     METADATA_KEY,
@@ -47,6 +46,7 @@ from arvae_midi.export.metadata import (
     MetadataDocument,
     document_to_json,
 )
+from arvae_midi.errors import ConfigError, DatasetError, ModelFileError
 from arvae_midi.train.models import VAE, HierarchicalVAE
 
 #: progress(completed, total, description), in decoded bars.
@@ -293,7 +293,7 @@ def check_parity(model: VAE, path: Path, tokens: np.ndarray, vocab: Vocabulary, 
     The decoder halves are compared on the same z (torch's mu) so an encoder difference cannot
     hide or cause a decoder one. ModelFileError on any mismatch.
     """
-    from arvae_midi.export.engine import Engine
+    from arvae_midi.engine.engine import Engine
 
     engine = Engine.load(path, device="cpu", threads=0)
     masks = key_masks(len(tokens), vocab, seed)

@@ -1,6 +1,6 @@
 """The bridge's configuration, the engine interface it needs, and its status record.
 
-:class:`VariationEngine` is the part of :class:`arvae_midi.export.engine.Engine` the bridge
+:class:`VariationEngine` is the part of :class:`arvae_midi.engine.engine.Engine` the bridge
 uses; tests inject deterministic fakes through it. :class:`BridgeConfig` holds the musical
 options of ``serve``; :class:`BridgeStatus` the figures the status line and the log show.
 """
@@ -33,7 +33,7 @@ class EngineMeta(Protocol):
 
 
 class VariationEngine(Protocol):
-    """The part of :class:`arvae_midi.export.engine.Engine` the bridge uses (tests inject fakes)."""
+    """The part of :class:`arvae_midi.engine.engine.Engine` the bridge uses (tests inject fakes)."""
 
     @property
     def meta(self) -> EngineMeta: ...

@@ -78,7 +78,7 @@ class ServeOptions:
 
 def load_engine(model: str | None, device: str) -> VariationEngine:
     """The ONNX engine on one intra-op thread (lowest latency for one bar, no CPU contention)."""
-    from arvae_midi.export.engine import Engine
+    from arvae_midi.engine.engine import Engine
 
     engine: VariationEngine = Engine.load(model, device=device, threads=1)
     return engine

@@ -1,7 +1,7 @@
 """PNG plots of a run: attribute surfaces, latent traversals as piano rolls, loss curves, latent scatter.
 
 The drawing functions take arrays and plain callables, so they work with any decoder (a torch
-model, the ONNX :class:`~arvae_midi.export.engine.Engine`): ``decode_fn`` maps latents (B, Z)
+model, the ONNX :class:`~arvae_midi.engine.engine.Engine`): ``decode_fn`` maps latents (B, Z)
 float32 to greedy tokens (B, T) int64; ``attribute_fn`` maps tokens (B, T) to one value per row
 (NaN where undefined). :func:`plot_piano_roll` is the generic bar renderer other commands reuse.
 :func:`plot_run` draws everything for a run folder (reference-impl.md §1.8):

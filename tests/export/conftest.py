@@ -1,34 +1,12 @@
-"""Fixtures of the export tests: the committed tiny model, its engine, held-out synthetic bars."""
+"""Helpers of the export tests: an untrained tiny run folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
 from arvae_midi.core.tokens import Vocabulary
-from arvae_midi.export.engine import Engine
-from tests.fixtures.make_tiny_model import FIXTURE, TINY_MODEL, synthetic_bars, write_dataset
-
-
-@pytest.fixture(scope="session")
-def tiny_path() -> Path:
-    """``tests/fixtures/tiny.onnx``."""
-    return FIXTURE
-
-
-@pytest.fixture(scope="session")
-def tiny_engine(tiny_path: Path) -> Engine:
-    """The tiny fixture model on the CPU (shared: the engine is stateless between calls)."""
-    return Engine.load(tiny_path, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def heldout_bars() -> np.ndarray:
-    """Synthetic bars (400, 24) from a seed the fixture model was not trained on."""
-    return synthetic_bars(400, seed=12345)
+from tests.fixtures.make_tiny_model import TINY_MODEL, write_dataset
 
 
 def make_run(folder: Path, seed: int = 3, eval_summary: dict[str, float] | None = None) -> Path:

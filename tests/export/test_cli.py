@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from arvae_midi.cli import app
 from arvae_midi.commands.vary import parse_knob_settings
 from arvae_midi.core.midi import bars_to_notes, read_midi, write_midi
+from arvae_midi.engine.engine import Engine
 from arvae_midi.errors import ConfigError
-from arvae_midi.export.engine import Engine
 from tests.export.conftest import make_run
 
 runner = CliRunner()

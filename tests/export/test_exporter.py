@@ -13,11 +13,11 @@ import torch
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
 from arvae_midi.core.tokens import Vocabulary
+from arvae_midi.engine.engine import Engine
+from arvae_midi.engine.metadata import METADATA_KEY
 from arvae_midi.errors import ConfigError, ModelFileError
 from arvae_midi.export import exporter
-from arvae_midi.export.engine import Engine
 from arvae_midi.export.exporter import ExportConfig, check_parity, export_model, export_run, key_masks
-from arvae_midi.export.metadata import METADATA_KEY
 from arvae_midi.train.models import VAE, ModelConfig, build_model
 from tests.export.conftest import make_run
 from tests.fixtures.make_tiny_model import TINY_MODEL, synthetic_bars

@@ -224,7 +224,7 @@ def test_key_lock_passes_the_scale_of_the_recent_bars(vocab) -> None:  # type: i
 
 def test_the_real_tiny_model_drives_a_run() -> None:
     """The committed fixture model through the bridge, hardware-free: its variation plays in bar 1."""
-    from arvae_midi.export.engine import Engine
+    from arvae_midi.engine.engine import Engine
 
     path = Path(__file__).resolve().parents[1] / "fixtures" / "tiny.onnx"
     engine = Engine.load(path, device="cpu", threads=1)

@@ -18,8 +18,8 @@ import numpy as np
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.tokens import Vocabulary
+from arvae_midi.engine.metadata import Calibration
 from arvae_midi.errors import ConfigError
-from arvae_midi.export.metadata import Calibration
 
 #: Knob positions: MIDI CC values 0..127.
 KNOB_STEPS = 128

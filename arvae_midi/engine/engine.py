@@ -7,7 +7,7 @@
 
 The file holds one graph with an encoder and a greedy decoder behind ``If`` nodes gated on the
 batch size of their input, so :meth:`encode` feeds a zero-row ``z`` and :meth:`decode` a
-zero-row ``tokens`` and only the half asked for runs (see :mod:`arvae_midi.export.metadata`).
+zero-row ``tokens`` and only the half asked for runs (see :mod:`arvae_midi.engine.metadata`).
 Session settings favour one-bar latency: one intra-op thread by default, sequential execution,
 all graph optimisations, and a warm-up run at load.
 
@@ -30,9 +30,9 @@ import onnxruntime as ort
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.scales import allowed_pitch_classes, token_mask
 from arvae_midi.core.tokens import REST_ID
+from arvae_midi.engine.calibration import KNOB_STEPS, knob_attribute, knob_table
+from arvae_midi.engine.metadata import INPUTS, MASK_FORBIDDEN, METADATA_KEY, OUTPUTS, ModelMetadata, parse_metadata
 from arvae_midi.errors import ConfigError, ModelFileError
-from arvae_midi.export.calibration import KNOB_STEPS, knob_attribute, knob_table
-from arvae_midi.export.metadata import INPUTS, MASK_FORBIDDEN, METADATA_KEY, OUTPUTS, ModelMetadata, parse_metadata
 
 #: The model shipped with the package, used when no path is given.
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "presets" / "default.onnx"

@@ -14,16 +14,16 @@ from onnx import TensorProto, helper
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
 from arvae_midi.core.tokens import HOLD_ID, REST_ID, Vocabulary
+from arvae_midi.engine import engine as engine_module
+from arvae_midi.engine.engine import Engine
+from arvae_midi.engine.metadata import METADATA_KEY
 from arvae_midi.errors import ConfigError, ModelFileError
-from arvae_midi.export import engine as engine_module
-from arvae_midi.export.engine import Engine
-from arvae_midi.export.metadata import METADATA_KEY
 
 
 def test_engine_never_imports_torch(tiny_path: Path) -> None:
     code = (
         "import sys, numpy as np\n"
-        "import arvae_midi.export.engine as e\n"
+        "import arvae_midi.engine.engine as e\n"
         "assert 'torch' not in sys.modules, 'import pulled in torch'\n"
         f"eng = e.Engine.load({str(tiny_path)!r}, device='cpu')\n"
         "eng.vary(np.full(24, 1), {}, amount=0.5, n=2)\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
-from arvae_midi.export.engine import Engine
+from arvae_midi.engine.engine import Engine
 
 
 @pytest.mark.parametrize("attribute", ATTRIBUTE_NAMES)

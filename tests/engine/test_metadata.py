@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from arvae_midi.core.tokens import TICK_POSITIONS, Vocabulary
+from arvae_midi.engine.calibration import KNOB_STEPS, isotonic_fit, knob_attribute, knob_table, latent_grid
+from arvae_midi.engine.metadata import FORMAT_VERSION, Calibration, parse_metadata
 from arvae_midi.errors import ModelFileError
-from arvae_midi.export.calibration import KNOB_STEPS, isotonic_fit, knob_attribute, knob_table, latent_grid
-from arvae_midi.export.metadata import FORMAT_VERSION, Calibration, parse_metadata
 
 
 def _cal(dim: int, median: list[float]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from arvae_midi.cli import app
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
 from arvae_midi.core.midi import bars_to_notes, read_midi, write_midi
 from arvae_midi.core.scales import allowed_pitch_classes, token_mask
+from arvae_midi.engine.engine import DEFAULT_CANDIDATES, Engine
 from arvae_midi.errors import ConfigError
-from arvae_midi.export.engine import DEFAULT_CANDIDATES, Engine
 
 runner = CliRunner()
 
