@@ -37,7 +37,8 @@ import torch
 from arvae_midi.core.tokens import Vocabulary
 from arvae_midi.engine.engine import Engine
 from arvae_midi.export.exporter import ExportConfig, export_model
-from arvae_midi.train.models import VAE, ModelConfig, build_model
+from arvae_midi.train.build import build_model
+from arvae_midi.train.models import VAE, ModelConfig
 
 BATCHES = (1, 8)
 GOAL_P99_MS = 2.0

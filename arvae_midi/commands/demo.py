@@ -43,7 +43,7 @@ def demo(
     from arvae_midi.core.midi import bars_to_notes, write_midi
     from arvae_midi.core.tokens import quantize_bar
     from arvae_midi.engine.engine import Engine
-    from arvae_midi.train.plots import plot_piano_roll
+    from arvae_midi.plotting import plot_piano_roll
 
     engine = Engine.load(model)
     vocab = engine.meta.vocab

@@ -101,7 +101,7 @@ def evaluate(
     cfg = EvalConfig(split=split, max_items=max_items or None, device=device, seed=seed)
     result = evaluate_run(run_dir, config=cfg, data=data, progress=True)
     if as_json:
-        from arvae_midi.train.evaluate import json_safe
+        from arvae_midi.train.run import json_safe
 
         typer.echo(json.dumps(json_safe(result), indent=2))
         return

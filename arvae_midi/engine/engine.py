@@ -31,6 +31,7 @@ from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.scales import allowed_pitch_classes, token_mask
 from arvae_midi.core.tokens import REST_ID
 from arvae_midi.engine.calibration import KNOB_STEPS, knob_attribute, knob_table
+from arvae_midi.engine.feeds import GraphFeeds
 from arvae_midi.engine.metadata import INPUTS, MASK_FORBIDDEN, METADATA_KEY, OUTPUTS, ModelMetadata, parse_metadata
 from arvae_midi.errors import ConfigError, ModelFileError
 
@@ -138,11 +139,8 @@ class Engine:
         self.path = path
         self.device_note = device_note
         self.provider = session.get_providers()[0]
-        z_dim, v = meta.latent_dim, len(meta.vocab)
         # Zero-row feeds switch the other half of the graph off (its If branch returns empties).
-        self._no_tokens = np.zeros((0, meta.grid.ticks_per_bar), np.int64)
-        self._no_z = np.zeros((0, z_dim), np.float32)
-        self._no_mask = np.zeros((0, v), np.float32)
+        self._feeds = GraphFeeds(meta.grid.ticks_per_bar, meta.latent_dim, len(meta.vocab))
         self._knobs = {name: knob_table(cal) for name, cal in meta.calibration.items()}
         self._free_dims = np.asarray(meta.free_dims, dtype=np.int64)
         #: Closed-loop settings of :meth:`vary`; change them on the instance to tune.
@@ -206,9 +204,7 @@ class Engine:
             raise ValueError(f"tokens must have shape (batch, {self.meta.grid.ticks_per_bar}), got {ids.shape}")
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.meta.vocab)):
             raise ValueError(f"token ids must lie in 0..{len(self.meta.vocab) - 1}")
-        mu, logvar = self._session.run(
-            ["mu", "logvar"], {"tokens": ids, "z": self._no_z, "pitch_mask": self._no_mask}
-        )
+        mu, logvar = self._session.run(["mu", "logvar"], self._feeds.encoder(ids))
         return mu, logvar
 
     def decode(self, z: np.ndarray, pitch_mask: np.ndarray | None = None) -> np.ndarray:
@@ -221,7 +217,7 @@ class Engine:
         if zz.ndim != 2 or zz.shape[1] != self.meta.latent_dim:
             raise ValueError(f"z must have shape (batch, {self.meta.latent_dim}), got {zz.shape}")
         mask = self._mask(pitch_mask, len(zz))
-        (out,) = self._session.run(["out_tokens"], {"tokens": self._no_tokens, "z": zz, "pitch_mask": mask})
+        (out,) = self._session.run(["out_tokens"], self._feeds.decoder(zz, mask))
         return out
 
     def _mask(self, pitch_mask: np.ndarray | None, batch: int) -> np.ndarray:

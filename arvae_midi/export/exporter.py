@@ -1,30 +1,22 @@
 """Export a trained VAE to one self-describing ``.onnx`` file, calibrated and parity-checked.
 
-The file holds one graph with two halves (shapes: B batch, T = 24 ticks, Z latent, V vocab)::
+The steps, each in a module of its own:
 
-    tokens (B, T) int64 --If(B > 0)--> encoder ------------------> mu, logvar (B, Z) float32
-    z (B, Z) float32, pitch_mask (B, V) float32 --If(B > 0)--> greedy decoder --> out_tokens (B, T)
+1. :func:`arvae_midi.export.graph.build_graph`: encoder + greedy decoder as one ONNX graph;
+2. calibration of each regularised attribute on held-out bars (:mod:`arvae_midi.engine.calibration`)
+   through that graph, run by onnxruntime;
+3. the metadata document (:mod:`arvae_midi.engine.metadata`) written into the file;
+4. :func:`arvae_midi.export.parity.check_parity`: the file reloaded by the engine against torch on
+   held-out bars: identical greedy tokens (with and without a key mask) and mu within ``mu_atol``.
 
-Each half is traced separately by torch's TorchScript-based ONNX exporter (the greedy decoder's
-fixed-trip-count loop unrolls into 24 steps; nn.GRU becomes ONNX GRU nodes) and placed in the
-``then`` branch of an ``If`` gated on its input's batch size; the ``else`` branch returns an
-empty tensor. onnxruntime needs every graph input fed, so the engine feeds a zero-row dummy to
-the half it does not want, which then costs one ``If`` node instead of a whole encoder or
-decoder (and avoids running GRU kernels on empty batches).
-
-After tracing, the exporter calibrates each regularised attribute on held-out bars
-(:mod:`arvae_midi.engine.calibration`) through the exported graph, writes the metadata
-(:mod:`arvae_midi.engine.metadata`), reloads the file with the engine and checks parity with
-torch on held-out bars: identical greedy tokens (with and without a key mask) and mu within
-``mu_atol``. Any failure raises ModelFileError and leaves no output file behind.
+Any failure raises ModelFileError and leaves no output file behind. :func:`export_run` does the
+same for a run folder, taking the held-out bars from the run's dataset.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +25,17 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper
+from onnx import helper
 
 from arvae_midi import __version__
-from arvae_midi.core.tokens import HOLD_ID, REST_ID, TICK_POSITIONS, TICKS_PER_BAR, TICKS_PER_BEAT, Vocabulary
+from arvae_midi.core.tokens import TICK_POSITIONS, TICKS_PER_BAR, TICKS_PER_BEAT, Vocabulary
 from arvae_midi.engine.calibration import DEFAULT_POINTS, calibrate
-from arvae_midi.engine.metadata import (
-    FORMAT_VERSION,
-    MASK_FORBIDDEN,
-    METADATA_KEY,
-    GridInfo,
-    MetadataDocument,
-    document_to_json,
-)
+from arvae_midi.engine.feeds import session_functions
+from arvae_midi.engine.metadata import FORMAT_VERSION, METADATA_KEY, GridInfo, MetadataDocument, document_to_json
 from arvae_midi.errors import ConfigError, DatasetError, ModelFileError
-from arvae_midi.train.models import VAE, HierarchicalVAE
+from arvae_midi.export.graph import build_graph
+from arvae_midi.export.parity import check_parity
+from arvae_midi.train.models import VAE
 
 #: progress(completed, total, description), in decoded bars.
 ProgressFn = Callable[[int, int, str], None]
@@ -85,238 +73,6 @@ class ExportReport:
     attributes: list[str]
 
 
-# -- graph -------------------------------------------------------------------------------------
-
-
-class _Encoder(torch.nn.Module):
-    def __init__(self, model: VAE) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode(tokens)
-
-
-class _Decoder(torch.nn.Module):
-    """Generic greedy decoder: ``model.generate`` traced as written (any VAE architecture)."""
-
-    def __init__(self, model: VAE) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, z: torch.Tensor, pitch_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.generate(z, pitch_mask)
-
-
-class _HierarchicalDecoder(torch.nn.Module):
-    """``HierarchicalVAE.generate`` rewritten for a lean trace; same math, about 40% fewer nodes.
-
-    The generic trace spends most of its nodes on glue around 48 one-step GRU calls: batch-first
-    transposes, squeezes, and a slice + concat of the 2-layer hidden state at every tick. Here
-    everything stays sequence-first (1, B, .), each tick-GRU layer is its own 1-layer GRU (same
-    weights) whose final state h_n (1, B, H) is both its next hidden state and the next layer's
-    input, and the ArgMax output (1, B) indexes the embedding directly. The per-tick work is
-    Concat, 2 GRU, MatMul, Add, Relu, Add (mask), ArgMax, Gather. Parity with ``generate`` is
-    checked after export like for any graph.
-    """
-
-    def __init__(self, model: HierarchicalVAE) -> None:
-        super().__init__()
-        self.model = model
-        rnn = model.tick_rnn
-        self.layers = torch.nn.ModuleList()
-        for layer in range(model.config.dec_layers):
-            gru = torch.nn.GRU(rnn.input_size if layer == 0 else rnn.hidden_size, rnn.hidden_size, 1)
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(gru, f"{name}_l0").data.copy_(getattr(rnn, f"{name}_l{layer}").data)
-            self.layers.append(gru)
-
-    def forward(self, z: torch.Tensor, pitch_mask: torch.Tensor) -> torch.Tensor:
-        m, c = self.model, self.model.config
-        batch, h, e = z.shape[0], c.dec_hidden, c.embed_dim
-        beat_out = m._beat_outputs(z)  # (B, beats, H)
-        hidden0 = m.beat_to_tick_hidden(beat_out).transpose(0, 1)  # (beats, B, layers*H)
-        context = m.beat_to_tick_input(beat_out).transpose(0, 1)  # (beats, B, H)
-        prev = m.start_embedding.view(1, 1, e).expand(1, batch, e)  # (1, B, E)
-        mask = pitch_mask.unsqueeze(0)  # (1, B, V)
-        tokens = []
-        for b in range(c.num_beats):
-            states = [hidden0[b : b + 1, :, i * h : (i + 1) * h] for i in range(c.dec_layers)]  # (1, B, H) each
-            for _ in range(c.ticks_per_beat):
-                x = torch.cat([prev, context[b : b + 1]], 2)  # (1, B, E + H)
-                for i, gru in enumerate(self.layers):
-                    _, states[i] = gru(x, states[i])
-                    x = states[i]
-                token = torch.argmax(m._project(x) + mask, dim=-1)  # (1, B)
-                tokens.append(token)
-                prev = m.dec_embedding(token)  # (1, B, E)
-        return torch.cat(tokens, 0).transpose(0, 1)  # (B, T)
-
-
-def _decoder_module(model: VAE) -> torch.nn.Module:
-    """The lean decoder when ``model`` is the hierarchical GRU VAE, else the generic trace."""
-    if isinstance(model, HierarchicalVAE):
-        return _HierarchicalDecoder(model)
-    return _Decoder(model)
-
-
-def _trace(module: torch.nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str],
-           batch: str, opset: int) -> onnx.ModelProto:
-    """One half traced to ONNX in memory (weights inline), batch axis named ``batch``."""
-    # The exporter restores the wrapper's train/eval flag afterwards, recursively: a wrapper left in
-    # training mode would switch the model's dropout on for everything after the export.
-    module.eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        # The TorchScript exporter is deprecated in favour of torch.export, but it traces the
-        # unrolled decoder in seconds (torch.export takes minutes) into fused GRU nodes.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(  # the TorchScript exporter also writes to file objects (typed as paths only)
-            module, args, buf, input_names=inputs, output_names=outputs, opset_version=opset,  # type: ignore[arg-type]
-            dynamic_axes={name: {0: batch} for name in inputs + outputs}, dynamo=False,
-        )
-    return onnx.load_from_string(buf.getvalue())
-
-
-def _as_branch(graph: onnx.GraphProto, prefix: str) -> onnx.GraphProto:
-    """A traced graph as an ``If`` branch: no formal inputs (it reads the outer graph's inputs by
-    name), internal names prefixed so the two halves cannot collide."""
-    keep = {i.name for i in graph.input} | {o.name for o in graph.output}
-
-    def rename(name: str) -> str:
-        return name if name in keep or not name else prefix + name
-
-    branch = onnx.GraphProto()
-    branch.CopyFrom(graph)
-    branch.name = prefix.rstrip("/")
-    for node in branch.node:
-        node.name = prefix + node.name
-        node.input[:] = [rename(n) for n in node.input]
-        node.output[:] = [rename(n) for n in node.output]
-    for init in branch.initializer:
-        init.name = rename(init.name)
-    for info in branch.value_info:
-        info.name = rename(info.name)
-    del branch.input[:]
-    return branch
-
-
-def _empty_branch(name: str, outputs: list[tuple[str, int, int]]) -> onnx.GraphProto:
-    """``else`` branch returning empty (0, width) tensors of the given element types."""
-    nodes = [
-        helper.make_node("Constant", [], [f"{name}/{out}"],
-                         value=helper.make_tensor(f"{name}/{out}_v", dtype, [0, w], []))
-        for out, dtype, w in outputs
-    ]
-    infos = [helper.make_tensor_value_info(f"{name}/{out}", dtype, [0, w]) for out, dtype, w in outputs]
-    return helper.make_graph(nodes, name, [], infos)
-
-
-def build_graph(model: VAE, opset: int = 17) -> onnx.ModelProto:
-    """The combined encoder + greedy-decoder graph of ``model`` (no metadata yet)."""
-    cfg = model.config
-    if cfg.seq_len != TICKS_PER_BAR:
-        raise ConfigError(
-            f"only measure models ({TICKS_PER_BAR} ticks) can be exported; this model has {cfg.seq_len} "
-            "tokens per sequence (dMelodies models are for the disentanglement study only)"
-        )
-    model = model.eval().cpu()
-    z_dim, v = cfg.latent_dim, cfg.vocab_size
-    example_tokens = torch.full((2, TICKS_PER_BAR), REST_ID, dtype=torch.long)
-    enc = _trace(_Encoder(model), (example_tokens,), ["tokens"], ["mu", "logvar"], "batch", opset)
-    dec = _trace(_decoder_module(model), (torch.zeros(2, z_dim), torch.zeros(2, v)), ["z", "pitch_mask"],
-                 ["out_tokens"], "batch_z", opset)
-
-    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
-    nodes = [
-        # Batch size of each half's input (a 1-element int64 tensor) > 0 switches that half on.
-        helper.make_node("Shape", ["tokens"], ["tokens_batch"], start=0, end=1),
-        helper.make_node("Greater", ["tokens_batch", "zero"], ["run_encoder"]),
-        helper.make_node("Shape", ["z"], ["z_batch"], start=0, end=1),
-        helper.make_node("Greater", ["z_batch", "zero"], ["run_decoder"]),
-        helper.make_node("If", ["run_encoder"], ["mu", "logvar"], name="encoder",
-                         then_branch=_as_branch(enc.graph, "encoder/"),
-                         else_branch=_empty_branch("no_encoder", [("mu", f32, z_dim), ("logvar", f32, z_dim)])),
-        helper.make_node("If", ["run_decoder"], ["out_tokens"], name="decoder",
-                         then_branch=_as_branch(dec.graph, "decoder/"),
-                         else_branch=_empty_branch("no_decoder", [("out_tokens", i64, TICKS_PER_BAR)])),
-    ]
-    graph = helper.make_graph(
-        nodes, "arvae_midi",
-        inputs=[helper.make_tensor_value_info("tokens", i64, ["batch", TICKS_PER_BAR]),
-                helper.make_tensor_value_info("z", f32, ["batch_z", z_dim]),
-                helper.make_tensor_value_info("pitch_mask", f32, ["batch_z", v])],
-        outputs=[helper.make_tensor_value_info("mu", f32, ["batch", z_dim]),
-                 helper.make_tensor_value_info("logvar", f32, ["batch", z_dim]),
-                 helper.make_tensor_value_info("out_tokens", i64, ["batch_z", TICKS_PER_BAR])],
-        initializer=[helper.make_tensor("zero", i64, [], [0])],
-    )
-    combined = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                                 producer_name="arvae-midi", producer_version=__version__)
-    combined.ir_version = enc.ir_version
-    try:
-        onnx.checker.check_model(combined, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise ModelFileError(f"the exported graph is invalid: {e}") from e
-    return combined
-
-
-# -- held-out data and parity --------------------------------------------------------------------
-
-
-def key_masks(n: int, vocab: Vocabulary, seed: int) -> np.ndarray:
-    """(n, V) additive masks: every other row unmasked, the rest a random 7-pitch-class key lock.
-
-    HOLD and REST always stay allowed, as the bridge's key lock keeps them.
-    """
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((n, len(vocab)), np.float32)
-    pitch_class = np.where(vocab.pitch_table >= 0, vocab.pitch_table % 12, -1)
-    for i in range(1, n, 2):
-        allowed = rng.choice(12, size=7, replace=False)
-        masks[i] = np.where(np.isin(pitch_class, allowed), 0.0, MASK_FORBIDDEN)
-        masks[i, [HOLD_ID, REST_ID]] = 0.0
-    return masks
-
-
-def _torch_reference(model: VAE, tokens: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, ...]:
-    with torch.inference_mode():
-        mu, logvar = model.encode(torch.as_tensor(tokens, dtype=torch.long))
-        out = model.generate(mu, torch.as_tensor(masks))
-    return mu.numpy(), logvar.numpy(), out.numpy()
-
-
-def check_parity(model: VAE, path: Path, tokens: np.ndarray, vocab: Vocabulary, mu_atol: float,
-                 seed: int = 0) -> tuple[float, float]:
-    """Compare torch and the exported file on ``tokens`` (N, 24); returns max |d mu|, |d logvar|.
-
-    The decoder halves are compared on the same z (torch's mu) so an encoder difference cannot
-    hide or cause a decoder one. ModelFileError on any mismatch.
-    """
-    from arvae_midi.engine.engine import Engine
-
-    engine = Engine.load(path, device="cpu", threads=0)
-    masks = key_masks(len(tokens), vocab, seed)
-    mu_t, logvar_t, out_t = _torch_reference(model, tokens, masks)
-    mu_o, logvar_o = engine.encode(tokens)
-    out_o = engine.decode(mu_t, masks)
-    d_mu = float(np.abs(mu_t - mu_o).max())
-    d_lv = float(np.abs(logvar_t - logvar_o).max())
-    if not (d_mu <= mu_atol and d_lv <= mu_atol):
-        raise ModelFileError(f"export parity failed: onnxruntime mu/logvar differ from torch by up to "
-                             f"{max(d_mu, d_lv):.2e} (tolerance {mu_atol:.0e})")
-    rows = np.flatnonzero((out_t != out_o).any(axis=1))
-    if len(rows):
-        i = int(rows[0])
-        raise ModelFileError(
-            f"export parity failed: greedy tokens differ on {len(rows)} of {len(tokens)} held-out bars "
-            f"(first: bar {i}, torch {out_t[i].tolist()} vs onnxruntime {out_o[i].tolist()})"
-        )
-    return d_mu, d_lv
-
-
-# -- the file --------------------------------------------------------------------------------------
-
 
 def _session_fns(model_bytes: bytes) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
     """encode / decode callables over the bare graph (no metadata yet), for calibration."""
@@ -324,21 +80,7 @@ def _session_fns(model_bytes: bytes) -> tuple[Callable[[np.ndarray], np.ndarray]
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-    shapes = {i.name: i.shape for i in sess.get_inputs()}
-    z_dim, v = int(shapes["z"][1]), int(shapes["pitch_mask"][1])
-    no_tokens = np.zeros((0, TICKS_PER_BAR), np.int64)
-
-    def encode(tokens: np.ndarray) -> np.ndarray:
-        feeds = {"tokens": tokens.astype(np.int64), "z": np.zeros((0, z_dim), np.float32),
-                 "pitch_mask": np.zeros((0, v), np.float32)}
-        return np.asarray(sess.run(["mu"], feeds)[0])
-
-    def decode(z: np.ndarray) -> np.ndarray:
-        feeds = {"tokens": no_tokens, "z": z.astype(np.float32), "pitch_mask": np.zeros((len(z), v), np.float32)}
-        return np.asarray(sess.run(["out_tokens"], feeds)[0])
-
-    return encode, decode
+    return session_functions(ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"]))
 
 
 def export_model(
@@ -436,11 +178,11 @@ def export_run(
     ``RUN_DIR/eval.json`` exists, the evaluation results go into the metadata.
     """
     from arvae_midi.train.checkpoint import load_run
-    from arvae_midi.train.evaluate import load_eval_data, read_eval
+    from arvae_midi.train.run import load_run_data, read_eval
 
     cfg = config or ExportConfig()
     run = load_run(run_dir, device="cpu")
-    token_data = load_eval_data(run, data)
+    token_data = load_run_data(run, data)
     if token_data.kind != "measure":
         raise ConfigError(f"{run_dir}: a {token_data.kind} model cannot be exported; only measure models "
                           f"({TICKS_PER_BAR}-tick bars) drive the engine")

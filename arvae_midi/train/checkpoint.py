@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from arvae_midi.core.config import from_dict, to_dict
 from arvae_midi.errors import ArvaeError, ModelFileError
-from arvae_midi.train.models import VAE, build_model
+from arvae_midi.train.build import build_model
+from arvae_midi.train.models import VAE
 from arvae_midi.train.recipe import TrainConfig
 
 #: Version of config.json / last.json; load_run refuses others.

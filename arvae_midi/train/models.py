@@ -210,7 +210,7 @@ class HierarchicalVAE(VAE):
         layers, h = self.config.dec_layers, self.config.dec_hidden
         return x.reshape(x.shape[0], layers, h).transpose(0, 1).contiguous()
 
-    def _beat_outputs(self, z: Tensor) -> Tensor:
+    def beat_outputs(self, z: Tensor) -> Tensor:
         """Beat-GRU outputs (B, num_beats, H); its input is the learned scalar at every step."""
         batch = z.shape[0]
         h0 = self._layer_hidden(self.z_to_beat_hidden(z))
@@ -218,7 +218,8 @@ class HierarchicalVAE(VAE):
         out, _ = self.beat_rnn(inp, h0)
         return out
 
-    def _project(self, hidden: Tensor) -> Tensor:
+    def project(self, hidden: Tensor) -> Tensor:
+        """Output logits (..., V) of decoder hidden states (..., H) (ReLU'd when ``relu_logits``)."""
         logits = self.out(hidden)
         return torch.relu(logits) if self.config.relu_logits else logits
 
@@ -239,14 +240,14 @@ class HierarchicalVAE(VAE):
         self._check_tokens(targets)
         c = self.config
         batch, nb, tpb, h, e = z.shape[0], c.num_beats, c.ticks_per_beat, c.dec_hidden, c.embed_dim
-        beat_out = self._beat_outputs(z)  # (B, nb, H)
+        beat_out = self.beat_outputs(z)  # (B, nb, H)
         h0 = self._layer_hidden(self.beat_to_tick_hidden(beat_out).reshape(batch * nb, -1))  # (L, B*nb, H)
         context = self.beat_to_tick_input(beat_out).unsqueeze(2).expand(batch, nb, tpb, h)
         # previous token of tick t: START for t = 0, else targets[t-1] (also across beat boundaries)
         prev = torch.cat([self.start_embedding.expand(batch, 1, e), self.dec_embedding(targets[:, :-1])], 1)
         inputs = torch.cat([prev.reshape(batch, nb, tpb, e), context], 3).reshape(batch * nb, tpb, e + h)
         out, _ = self.tick_rnn(inputs, h0)  # (B*nb, tpb, H)
-        return self._project(out.reshape(batch, nb * tpb, h))
+        return self.project(out.reshape(batch, nb * tpb, h))
 
     def decode_stepwise(
         self, z: Tensor, targets: Tensor | None = None, logit_mask: Tensor | None = None
@@ -261,7 +262,7 @@ class HierarchicalVAE(VAE):
             self._check_tokens(targets)
         c = self.config
         batch = z.shape[0]
-        beat_out = self._beat_outputs(z)
+        beat_out = self.beat_outputs(z)
         prev = self.start_embedding.expand(batch, 1, c.embed_dim)
         all_logits: list[Tensor] = []
         all_tokens: list[Tensor] = []
@@ -270,7 +271,7 @@ class HierarchicalVAE(VAE):
             context = self.beat_to_tick_input(beat_out[:, b]).unsqueeze(1)  # (B, 1, H)
             for j in range(c.ticks_per_beat):
                 out, hidden = self.tick_rnn(torch.cat([prev, context], 2), hidden)
-                logits = self._project(out[:, 0])  # (B, V)
+                logits = self.project(out[:, 0])  # (B, V)
                 if targets is not None:
                     token = targets[:, b * c.ticks_per_beat + j]
                 else:
@@ -310,15 +311,3 @@ class FactorDiscriminator(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         """Logits (B, 2) of z (B, Z)."""
         return self.net(z)
-
-
-def build_model(cfg: ModelConfig) -> VAE:
-    """The VAE of ``cfg.arch`` ("rnn" or "cnn"), freshly initialised."""
-    if cfg.arch == "rnn":
-        return HierarchicalVAE(cfg)
-    if cfg.arch == "cnn":
-        from arvae_midi.train.cnn import ConvVAE  # cnn.py imports this module
-
-        return ConvVAE(cfg)
-    raise ConfigError(f"model.arch: unknown architecture {cfg.arch!r}; valid: {', '.join(ARCHS)}")
-

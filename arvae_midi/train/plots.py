@@ -3,7 +3,7 @@
 The drawing functions take arrays and plain callables, so they work with any decoder (a torch
 model, the ONNX :class:`~arvae_midi.engine.engine.Engine`): ``decode_fn`` maps latents (B, Z)
 float32 to greedy tokens (B, T) int64; ``attribute_fn`` maps tokens (B, T) to one value per row
-(NaN where undefined). :func:`plot_piano_roll` is the generic bar renderer other commands reuse.
+(NaN where undefined). Bars are drawn by :func:`arvae_midi.plotting.plot_piano_roll`, which ``demo`` shares.
 :func:`plot_run` draws everything for a run folder (reference-impl.md §1.8):
 
 * ``surface_<label>.png``: the label's latent dim (x) against a free dim (y) over a grid, the other
@@ -29,17 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from arvae_midi.core.tokens import (
-    DMELODIES_BOUNDARIES,
-    DMELODIES_TICKS,
-    TICK_BOUNDARIES,
-    TICKS_PER_BAR,
     Vocabulary,
-    tokens_to_notes,
 )
 from arvae_midi.errors import ConfigError
+from arvae_midi.plotting import as_vocab, new_figure, plot_piano_roll, save_figure
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 DecodeFn = Callable[[np.ndarray], np.ndarray]
 AttributeFn = Callable[[np.ndarray], np.ndarray]
@@ -67,99 +63,6 @@ class PlotConfig:
             raise ConfigError("grid must be >= 2, limit > 0 and batch_size >= 1")
         if not self.traversal_values or self.n_traversals < 0 or self.scatter_points < 1:
             raise ConfigError("need traversal values, n_traversals >= 0 and scatter_points >= 1")
-
-
-def _figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
-
-
-def _as_vocab(vocab: Vocabulary | Sequence[str]) -> Vocabulary:
-    return vocab if isinstance(vocab, Vocabulary) else Vocabulary.from_tokens(list(vocab))
-
-
-def tick_boundaries(ticks: int) -> np.ndarray:
-    """Tick boundaries in beats of a ``ticks``-token sequence: the measure grid, the dMelodies grid,
-    else ``ticks`` equal steps over 4 beats."""
-    if ticks == TICKS_PER_BAR:
-        return TICK_BOUNDARIES
-    if ticks == DMELODIES_TICKS:
-        return DMELODIES_BOUNDARIES
-    return np.linspace(0.0, 4.0, ticks + 1)
-
-
-# -- piano roll --------------------------------------------------------------------------------
-
-
-def plot_piano_roll(
-    bars_tokens: np.ndarray,
-    vocab: Vocabulary | Sequence[str],
-    path: str | Path,
-    titles: Sequence[str] | None = None,
-    values: Sequence[float] | np.ndarray | None = None,
-    value_label: str = "",
-    title: str = "",
-) -> Path:
-    """Draw bars (n, T) of token ids as one piano roll of consecutive bars; returns ``path``.
-
-    ``titles`` (n) go above the bars; ``values`` (n) are printed under each title and drawn as
-    dots on a right-hand axis (e.g. the attribute of each bar), labelled ``value_label``.
-    """
-    bars = np.asarray(bars_tokens, dtype=np.int64)
-    if bars.ndim == 1:
-        bars = bars[None, :]
-    if bars.ndim != 2 or len(bars) == 0:
-        raise ValueError(f"bars_tokens must be (n, T) with n >= 1, got {bars.shape}")
-    n, ticks = bars.shape
-    for name, seq in (("titles", titles), ("values", values)):
-        if seq is not None and len(seq) != n:
-            raise ValueError(f"{len(seq)} {name} for {n} bars")
-    v = _as_vocab(vocab)
-    bounds = tick_boundaries(ticks)
-    bar_len = float(bounds[-1])
-    notes = [note for i, bar in enumerate(bars) for note in tokens_to_notes(bar, v, offset=i * bar_len,
-                                                                           tick_positions=bounds)]  # fmt: skip
-    fig = _figure(max(4.0, 2.2 * n + 1.0), 3.4)
-    ax = fig.add_subplot()
-    if notes:
-        ax.barh([nt.pitch for nt in notes], [nt.end - nt.start for nt in notes], left=[nt.start for nt in notes],
-                height=0.8, color="tab:blue", edgecolor="black", linewidth=0.5)  # fmt: skip
-        lo = min(nt.pitch for nt in notes)
-        hi = max(nt.pitch for nt in notes)
-    else:
-        lo, hi = 60, 72
-    ax.set_ylim(lo - 2, hi + 2)
-    ax.set_xlim(0, n * bar_len)
-    for i in range(1, n):
-        ax.axvline(i * bar_len, color="gray", linewidth=1.0)
-    ax.set_xticks(np.arange(0, n * bar_len + 1e-9, 1.0), minor=True)
-    ax.set_xticks(np.arange(n) * bar_len)
-    ax.set_xticklabels([str(i + 1) for i in range(n)])
-    ax.grid(axis="x", which="minor", color="lightgray", linewidth=0.5)
-    ax.set_xlabel("bar")
-    ax.set_ylabel("MIDI pitch")
-    for i in range(n):
-        label = titles[i] if titles is not None else ""
-        if values is not None:
-            label = f"{label}\n{value_label or 'value'} = {float(values[i]):.3f}".strip()
-        if label:
-            ax.text((i + 0.5) * bar_len, 1.02, label, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                    fontsize=8)  # fmt: skip
-    if values is not None:
-        twin = ax.twinx()
-        twin.plot((np.arange(n) + 0.5) * bar_len, np.asarray(values, dtype=float), "o--", color="tab:red")
-        twin.set_ylabel(value_label or "value", color="tab:red")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
 
 
 # -- attribute surface -------------------------------------------------------------------------
@@ -203,14 +106,14 @@ def plot_attribute_surface(
     xs: np.ndarray, ys: np.ndarray, values: np.ndarray, path: str | Path, name: str, dim_x: int, dim_y: int
 ) -> Path:
     """Heat map of an :func:`attribute_surface` (viridis; NaN = undefined, left blank)."""
-    fig = _figure(5.2, 4.4)
+    fig = new_figure(5.2, 4.4)
     ax = fig.add_subplot()
     mesh = ax.pcolormesh(xs, ys, np.ma.masked_invalid(values), cmap="viridis", shading="nearest")
     fig.colorbar(mesh, ax=ax, label=name)
     ax.set_xlabel(f"z[{dim_x}] ({name} dim)")
     ax.set_ylabel(f"z[{dim_y}] (free dim)")
     ax.set_title(f"{name} of the decoded bar")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -- traversal ---------------------------------------------------------------------------------
@@ -290,7 +193,7 @@ def plot_loss_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: st
         raise ValueError("metrics log has no numeric curves")
     cols = min(3, len(series))
     nrows = -(-len(series) // cols)
-    fig = _figure(4.0 * cols, 2.8 * nrows)
+    fig = new_figure(4.0 * cols, 2.8 * nrows)
     for i, (base, curves) in enumerate(series.items()):
         ax = fig.add_subplot(nrows, cols, i + 1)
         for label, vals in curves.items():
@@ -301,14 +204,14 @@ def plot_loss_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: st
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latent_scatter(
     z: np.ndarray, values: np.ndarray, dim_x: int, dim_y: int, path: str | Path, name: str, limit: float = 4.0
 ) -> Path:
     """Encoded codes ``z`` (N, Z): ``z[dim_x]`` vs ``z[dim_y]`` coloured by ``values`` (N,)."""
-    fig = _figure(5.2, 4.4)
+    fig = new_figure(5.2, 4.4)
     ax = fig.add_subplot()
     sc = ax.scatter(z[:, dim_x], z[:, dim_y], c=values, s=4, cmap="viridis")
     fig.colorbar(sc, ax=ax, label=name)
@@ -317,7 +220,7 @@ def plot_latent_scatter(
     ax.set_xlabel(f"z[{dim_x}]")
     ax.set_ylabel(f"z[{dim_y}]")
     ax.set_title(f"held-out codes coloured by {name}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -- a whole run -------------------------------------------------------------------------------
@@ -332,7 +235,7 @@ def label_functions(kind: str, vocab: Sequence[str], names: Sequence[str]) -> di
     """
     from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 
-    v = _as_vocab(vocab)
+    v = as_vocab(vocab)
     fns: dict[str, AttributeFn] = {}
     if kind == "dmelodies":
         from arvae_midi.train.dmelodies import FACTOR_NAMES, factors_from_tokens
@@ -404,19 +307,13 @@ def plot_run(
 ) -> list[Path]:
     """Write every plot of a run folder under ``out`` (default ``RUN_DIR/plots``); returns the paths."""
     from arvae_midi.train.checkpoint import load_run
-    from arvae_midi.train.evaluate import (
-        encode_tokens,
-        greedy_decode,
-        load_eval_data,
-        read_eval,
-        rich_progress,
-        select_items,
-    )
+    from arvae_midi.train.evaluate import rich_progress
+    from arvae_midi.train.run import encode_tokens, greedy_decode, load_run_data, read_eval, select_items
 
     cfg = config or PlotConfig()
     run = load_run(run_dir)
     out_dir = Path(out) if out is not None else run.run_dir / "plots"
-    token_data = load_eval_data(run, data)
+    token_data = load_run_data(run, data)
     names = list(run.label_names)
     idx = select_items(token_data, cfg.split, max(cfg.scatter_points, cfg.n_traversals), cfg.seed)
     tokens = token_data.tokens[idx]

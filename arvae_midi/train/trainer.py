@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from arvae_midi.errors import ConfigError
 from arvae_midi.train import checkpoint as ckpt
 from arvae_midi.train import losses
+from arvae_midi.train.build import build_model
 from arvae_midi.train.data import TokenData, TokenDataset, load_npz, make_loader
 from arvae_midi.train.distributed import (
     DistInfo,
@@ -45,7 +46,7 @@ from arvae_midi.train.distributed import (
     setup_distributed,
     teardown_distributed,
 )
-from arvae_midi.train.models import VAE, FactorDiscriminator, VAEOutput, build_model
+from arvae_midi.train.models import VAE, FactorDiscriminator, VAEOutput
 from arvae_midi.train.recipe import TrainConfig
 
 #: Batches between refreshes of the loss terms shown in the progress bar (each costs a sync).

@@ -15,8 +15,8 @@ def make_run(folder: Path, seed: int = 3, eval_summary: dict[str, float] | None 
 
     import torch
 
+    from arvae_midi.train.build import build_model
     from arvae_midi.train.checkpoint import run_info, save_run
-    from arvae_midi.train.models import build_model
     from arvae_midi.train.recipe import TrainConfig
 
     folder.mkdir(parents=True, exist_ok=True)

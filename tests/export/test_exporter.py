@@ -16,9 +16,11 @@ from arvae_midi.core.tokens import Vocabulary
 from arvae_midi.engine.engine import Engine
 from arvae_midi.engine.metadata import METADATA_KEY
 from arvae_midi.errors import ConfigError, ModelFileError
-from arvae_midi.export import exporter
-from arvae_midi.export.exporter import ExportConfig, check_parity, export_model, export_run, key_masks
-from arvae_midi.train.models import VAE, ModelConfig, build_model
+from arvae_midi.export import graph
+from arvae_midi.export.exporter import ExportConfig, export_model, export_run
+from arvae_midi.export.parity import check_parity, key_masks
+from arvae_midi.train.build import build_model
+from arvae_midi.train.models import VAE, ModelConfig
 from tests.export.conftest import make_run
 from tests.fixtures.make_tiny_model import TINY_MODEL, synthetic_bars
 
@@ -85,11 +87,11 @@ def test_check_parity_fails_loudly_on_a_different_model(model: VAE, exported: Pa
 
 
 def test_failed_parity_writes_nothing(model: VAE, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Wrong(exporter._HierarchicalDecoder):
+    class Wrong(graph._HierarchicalDecoder):
         def forward(self, z: torch.Tensor, pitch_mask: torch.Tensor) -> torch.Tensor:
             return super().forward(z + 1.0, pitch_mask)  # a broken graph
 
-    monkeypatch.setattr(exporter, "_decoder_module", Wrong)
+    monkeypatch.setattr(graph, "_decoder_module", Wrong)
     out = tmp_path / "broken.onnx"
     with pytest.raises(ModelFileError, match="parity failed"):
         export_model(model, out, VOCAB, DIMS, synthetic_bars(64, seed=5), config=QUICK)
@@ -99,7 +101,7 @@ def test_failed_parity_writes_nothing(model: VAE, tmp_path: Path, monkeypatch: p
 def test_export_refuses_non_measure_models(tmp_path: Path) -> None:
     cnn = build_model(ModelConfig(arch="cnn", vocab_size=52, num_beats=2, ticks_per_beat=8))
     with pytest.raises(ConfigError, match="only measure models"):
-        exporter.build_graph(cnn)
+        graph.build_graph(cnn)
     with pytest.raises(ModelFileError, match="vocabulary of 32 tokens, model of 52"):
         export_model(cnn, tmp_path / "x.onnx", VOCAB, {}, synthetic_bars(4, seed=0))
 

@@ -17,8 +17,8 @@ from arvae_midi.train.data import (
     dmelodies_split,
     load_npz,
     make_loader,
-    write_synthetic_npz,
 )
+from tests.synthetic import write_synthetic_npz
 
 
 @pytest.fixture

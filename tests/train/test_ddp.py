@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from arvae_midi.train.checkpoint import load_run
-from arvae_midi.train.data import write_synthetic_npz
+from tests.synthetic import write_synthetic_npz
 
 
 @pytest.mark.slow

@@ -14,12 +14,14 @@ from arvae_midi.cli import app
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.tokens import HOLD_ID, REST_ID, Vocabulary
 from arvae_midi.errors import ConfigError, DatasetError, ModelFileError
+from arvae_midi.train.build import build_model
 from arvae_midi.train.checkpoint import run_info, save_run
 from arvae_midi.train.data import DMELODIES_FACTOR_NAMES
 from arvae_midi.train.dmelodies import generate_dmelodies
-from arvae_midi.train.evaluate import SUMMARY_KEYS, EvalConfig, evaluate_run, read_eval
-from arvae_midi.train.models import ModelConfig, build_model
+from arvae_midi.train.evaluate import SUMMARY_KEYS, EvalConfig, evaluate_run
+from arvae_midi.train.models import ModelConfig
 from arvae_midi.train.recipe import TrainConfig
+from arvae_midi.train.run import read_eval
 
 
 def random_measures(n: int, vocab: Vocabulary, rng: np.random.Generator) -> np.ndarray:
@@ -126,7 +128,7 @@ def test_evaluate_command(measure_run: Path) -> None:
 @pytest.mark.slow
 def test_cli_train_evaluate_plot(tmp_path: Path) -> None:
     """The whole chain on a tiny dataset: train 1 epoch -> evaluate -> plot."""
-    from arvae_midi.train.data import write_synthetic_npz
+    from tests.synthetic import write_synthetic_npz
 
     data = write_synthetic_npz(tmp_path / "synth.npz", "measure", n=300, seed=0)
     run_dir = tmp_path / "run"

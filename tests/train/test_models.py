@@ -14,14 +14,8 @@ import torch  # noqa: E402
 
 from arvae_midi.core.config import from_dict, to_dict  # noqa: E402
 from arvae_midi.errors import ConfigError, DatasetError  # noqa: E402
-from arvae_midi.train.models import (  # noqa: E402
-    VAE,
-    FactorDiscriminator,
-    HierarchicalVAE,
-    ModelConfig,
-    VAEOutput,
-    build_model,
-)
+from arvae_midi.train.build import build_model
+from arvae_midi.train.models import VAE, FactorDiscriminator, HierarchicalVAE, ModelConfig, VAEOutput  # noqa: E402
 
 # Tiny widths: same code paths as the paper sizes, milliseconds per call.
 TINY: dict[str, Any] = dict(vocab_size=11, embed_dim=4, enc_hidden=8, head_hidden=8, latent_dim=5, dec_hidden=8)

@@ -11,8 +11,8 @@ import torch
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
 from arvae_midi.errors import ConfigError
 from arvae_midi.presets import list_presets, preset_path
+from arvae_midi.train.build import build_model
 from arvae_midi.train.data import DMELODIES_FACTOR_NAMES
-from arvae_midi.train.models import build_model
 from arvae_midi.train.recipe import TrainConfig, load_recipe
 
 EXPECTED = {

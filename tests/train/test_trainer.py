@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 from arvae_midi.cli import app
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
 from arvae_midi.errors import ConfigError, ModelFileError
+from arvae_midi.train.build import build_model
 from arvae_midi.train.checkpoint import load_run, run_info, save_run
-from arvae_midi.train.data import write_synthetic_npz
-from arvae_midi.train.models import build_model
 from arvae_midi.train.recipe import TrainConfig, load_recipe
 from arvae_midi.train.trainer import kl_schedule, schedule_values, train
+from tests.synthetic import write_synthetic_npz
 
 # Tiny dMelodies model: 16 tokens = 2 bars x 8 ticks, widths of a few units.
 DM_RNN = {"num_beats": 2, "ticks_per_beat": 8, "embed_dim": 4, "enc_hidden": 12, "enc_layers": 1,
