@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from arvae_midi.errors import ArvaeError, ConfigError
+from arvae_midi.errors import ConfigError
 
 if TYPE_CHECKING:
     from arvae_midi.engine.engine import Engine
-
-
-@contextmanager
-def one_line_errors() -> Iterator[None]:
-    """Library errors -> ``error: ...`` on stderr and exit status 1 (also under CliRunner)."""
-    try:
-        yield
-    except ArvaeError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
 
 
 def export(
@@ -42,29 +30,28 @@ def export(
     The export fails (and writes nothing) unless onnxruntime reproduces torch on held-out bars:
     identical greedy tokens and mu within 1e-4.
     """
-    with one_line_errors():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        try:
-            from arvae_midi.export.exporter import ExportConfig, export_run
-        except ModuleNotFoundError as e:  # torch / onnx come with the `export` extra
-            raise ConfigError(f"export needs {e.name}: pip install 'arvae-midi[export]'") from e
+    try:
+        from arvae_midi.export.exporter import ExportConfig, export_run
+    except ModuleNotFoundError as e:  # torch / onnx come with the `export` extra
+        raise ConfigError(f"export needs {e.name}: pip install 'arvae-midi[export]'") from e
 
-        config = ExportConfig(calibration_points=calibration_points, calibration_bars=calibration_bars,
-                              parity_bars=parity_bars)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, disable=not progress, transient=True) as bar:
-            task = bar.add_task("loading the run", total=None)
+    config = ExportConfig(calibration_points=calibration_points, calibration_bars=calibration_bars,
+                          parity_bars=parity_bars)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task("loading the run", total=None)
 
-            def update(completed: int, total: int, description: str) -> None:
-                bar.update(task, completed=completed, total=total or None, description=description)
+        def update(completed: int, total: int, description: str) -> None:
+            bar.update(task, completed=completed, total=total or None, description=description)
 
-            report = export_run(run_dir, out, config, data=data, progress=update)
-        typer.echo(
-            f"wrote {report.path} ({report.size_bytes / 1e6:.2f} MB): parity on {report.parity_bars} held-out bars "
-            f"(identical tokens, max |d mu| {report.max_mu_diff:.1e}); calibrated "
-            f"{', '.join(report.attributes) or 'no attributes'} on {report.calibration_bars} bars"
-        )
+        report = export_run(run_dir, out, config, data=data, progress=update)
+    typer.echo(
+        f"wrote {report.path} ({report.size_bytes / 1e6:.2f} MB): parity on {report.parity_bars} held-out bars "
+        f"(identical tokens, max |d mu| {report.max_mu_diff:.1e}); calibrated "
+        f"{', '.join(report.attributes) or 'no attributes'} on {report.calibration_bars} bars"
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -124,16 +111,15 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
 ) -> None:
     """Show what a model file holds: vocabulary, latent size, recipe, metrics, calibration."""
-    with one_line_errors():
-        from arvae_midi.engine.engine import Engine
+    from arvae_midi.engine.engine import Engine
 
-        engine = Engine.load(model, device="cpu")
-        size = engine.path.stat().st_size
-        if as_json:
-            doc = json.loads(engine.meta.to_json())
-            typer.echo(json.dumps({"path": str(engine.path), "bytes": size, "metadata": doc}, indent=2))
-            return
-        _print_info(engine, size)
+    engine = Engine.load(model, device="cpu")
+    size = engine.path.stat().st_size
+    if as_json:
+        doc = json.loads(engine.meta.to_json())
+        typer.echo(json.dumps({"path": str(engine.path), "bytes": size, "metadata": doc}, indent=2))
+        return
+    _print_info(engine, size)
 
 
 def register(app: typer.Typer) -> None:

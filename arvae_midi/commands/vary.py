@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from arvae_midi.commands.export import one_line_errors
 from arvae_midi.errors import ConfigError
 
 KNOB_MAX = 127
@@ -66,52 +65,51 @@ def vary(
 
     Prints every bar's input and output attributes.
     """
-    with one_line_errors():
-        knobs = parse_knob_settings(knob or [])
-        import numpy as np
+    knobs = parse_knob_settings(knob or [])
+    import numpy as np
 
-        from arvae_midi.core.attributes import ATTRIBUTE_NAMES
-        from arvae_midi.core.midi import bars_to_notes, read_midi, write_midi
-        from arvae_midi.engine.engine import Engine
+    from arvae_midi.core.attributes import ATTRIBUTE_NAMES
+    from arvae_midi.core.midi import bars_to_notes, read_midi, write_midi
+    from arvae_midi.engine.engine import Engine
 
-        engine = Engine.load(model, device=device)
-        for name, value in knobs.items():
-            engine.knob_to_latent(name, value)  # unknown attribute -> ConfigError naming the valid ones
-        song = read_midi(midi_file)
-        vocab = engine.meta.vocab
-        bars = song.bar_tokens(vocab)
-        if len(bars) == 0:
-            raise ConfigError(f"{midi_file}: no notes, so no bar to vary")
-        outputs = np.concatenate(
-            [engine.vary(bar, knobs, amount=amount, seed=seed + i, n=variations, key_lock=key_lock,
-                         candidates=candidates) for i, bar in enumerate(bars)]  # fmt: skip
-        )  # (bars * variations, 24): bar 0's variations, then bar 1's, ...
-        velocities = [v for v in song.bar_velocities() for _ in range(variations)]
-        write_midi(out, bars_to_notes(outputs, vocab, velocities), bpm=song.bpm)
+    engine = Engine.load(model, device=device)
+    for name, value in knobs.items():
+        engine.knob_to_latent(name, value)  # unknown attribute -> ConfigError naming the valid ones
+    song = read_midi(midi_file)
+    vocab = engine.meta.vocab
+    bars = song.bar_tokens(vocab)
+    if len(bars) == 0:
+        raise ConfigError(f"{midi_file}: no notes, so no bar to vary")
+    outputs = np.concatenate(
+        [engine.vary(bar, knobs, amount=amount, seed=seed + i, n=variations, key_lock=key_lock,
+                     candidates=candidates) for i, bar in enumerate(bars)]  # fmt: skip
+    )  # (bars * variations, 24): bar 0's variations, then bar 1's, ...
+    velocities = [v for v in song.bar_velocities() for _ in range(variations)]
+    write_midi(out, bars_to_notes(outputs, vocab, velocities), bpm=song.bpm)
 
-        attrs_in = engine.attributes(bars)
-        attrs_out = engine.attributes(outputs).reshape(len(bars), variations, -1)
-        rows: list[dict[str, Any]] = [
-            {"bar": i, "variation": k,
-             "input": {a: round(float(v), 4) for a, v in zip(ATTRIBUTE_NAMES, attrs_in[i], strict=True)},
-             "output": {a: round(float(v), 4) for a, v in zip(ATTRIBUTE_NAMES, attrs_out[i, k], strict=True)}}
-            for i in range(len(bars)) for k in range(variations)
-        ]  # fmt: skip
-        if as_json:
-            typer.echo(json.dumps({"out": str(out), "bpm": song.bpm, "provider": engine.provider, "bars": rows}))
-            return
-        from rich.console import Console
-        from rich.table import Table
+    attrs_in = engine.attributes(bars)
+    attrs_out = engine.attributes(outputs).reshape(len(bars), variations, -1)
+    rows: list[dict[str, Any]] = [
+        {"bar": i, "variation": k,
+         "input": {a: round(float(v), 4) for a, v in zip(ATTRIBUTE_NAMES, attrs_in[i], strict=True)},
+         "output": {a: round(float(v), 4) for a, v in zip(ATTRIBUTE_NAMES, attrs_out[i, k], strict=True)}}
+        for i in range(len(bars)) for k in range(variations)
+    ]  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), "bpm": song.bpm, "provider": engine.provider, "bars": rows}))
+        return
+    from rich.console import Console
+    from rich.table import Table
 
-        short = {"rhythmic_complexity": "rhythm", "note_density": "density", "pitch_range": "range",
-                 "contour": "contour"}  # fmt: skip
-        table = Table("bar", "var", *(f"{short[a]} in→out" for a in ATTRIBUTE_NAMES),
-                      title=f"{midi_file.name} -> {out.name}: {len(bars)} bars x {variations} at {song.bpm:g} bpm "
-                            f"({engine.provider})")  # fmt: skip
-        for row in rows:
-            cells = [f"{row['input'][a]:.3f}→{row['output'][a]:.3f}" for a in ATTRIBUTE_NAMES]
-            table.add_row(str(row["bar"]), str(row["variation"]), *cells)
-        Console().print(table)
+    short = {"rhythmic_complexity": "rhythm", "note_density": "density", "pitch_range": "range",
+             "contour": "contour"}  # fmt: skip
+    table = Table("bar", "var", *(f"{short[a]} in→out" for a in ATTRIBUTE_NAMES),
+                  title=f"{midi_file.name} -> {out.name}: {len(bars)} bars x {variations} at {song.bpm:g} bpm "
+                        f"({engine.provider})")  # fmt: skip
+    for row in rows:
+        cells = [f"{row['input'][a]:.3f}→{row['output'][a]:.3f}" for a in ATTRIBUTE_NAMES]
+        table.add_row(str(row["bar"]), str(row["variation"]), *cells)
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
