@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "numpy": np.__version__,
     }
     if args.out:
-        summary = save_dmelodies(args.out, progress=False)
+        summary = save_dmelodies(args.out)
         result["write_total_seconds"] = summary["seconds"]
         result["file_bytes"] = summary["bytes"]
         result["out"] = summary["path"]

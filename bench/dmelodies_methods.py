@@ -66,9 +66,9 @@ def main() -> None:
         config = scaled_recipe(preset, args.epochs, args.batches, args.lr, args.data)
         t0 = time.perf_counter()
         if not (run_dir / "model.safetensors").exists():
-            train(config, run_dir, resume=True, progress=False)
+            train(config, run_dir, resume=True)
         train_s = time.perf_counter() - t0
-        result = evaluate_run(run_dir, split="test", max_items=args.eval_items, progress=False)
+        result = evaluate_run(run_dir, split="test", max_items=args.eval_items)
         dm = result["metrics"]["sampled"].get("dmelodies", {})
         results[preset] = {
             "train_seconds": round(train_s, 1),

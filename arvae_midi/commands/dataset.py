@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from arvae_midi.commands._progress import progress_bar
+
 
 class DatasetName(str, enum.Enum):
     """Datasets the command builds."""
@@ -49,14 +51,16 @@ def dataset(
     if name is DatasetName.dmelodies:
         from arvae_midi.train.dmelodies import save_dmelodies
 
-        _print_dmelodies(save_dmelodies(out), as_json)
+        with progress_bar() as draw:
+            _print_dmelodies(save_dmelodies(out, progress=draw), as_json)
         return
     from arvae_midi.train.corpus import CorpusConfig, save_dataset
 
     config = CorpusConfig(
         voices=voices.value, jobs=jobs, use_cache=not no_cache, only=only, limit=limit, strict_bars=strict_bars
     )
-    summary = save_dataset(name.value, out, config)
+    with progress_bar() as draw:
+        summary = save_dataset(name.value, out, config, progress=draw)
     if as_json:
         import json
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from arvae_midi.commands._progress import progress_bar
 from arvae_midi.errors import ConfigError
 
 _METRIC_LABELS = {
@@ -99,7 +100,8 @@ def evaluate(
     if max_items < 0:
         raise ConfigError(f"--max-items must be >= 0 (0 = all), got {max_items}")
     cfg = EvalConfig(split=split, max_items=max_items or None, device=device, seed=seed)
-    result = evaluate_run(run_dir, config=cfg, data=data, progress=True)
+    with progress_bar() as draw:
+        result = evaluate_run(run_dir, config=cfg, data=data, progress=draw)
     if as_json:
         from arvae_midi.train.run import json_safe
 
@@ -127,7 +129,8 @@ def plot(
     if split not in ("test", "val", "train"):
         raise ConfigError(f"--split must be test, val or train, got {split!r}")
     cfg = PlotConfig(grid=grid, split=split, seed=seed, labels=tuple(label) if label else None)
-    paths = plot_run(run_dir, out, config=cfg, data=data, progress=True)
+    with progress_bar() as draw:
+        paths = plot_run(run_dir, out, config=cfg, data=data, progress=draw)
     for path in paths:
         typer.echo(str(path))
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from arvae_midi.commands._progress import progress_bar
 from arvae_midi.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ def export(
     The export fails (and writes nothing) unless onnxruntime reproduces torch on held-out bars:
     identical greedy tokens and mu within 1e-4.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     try:
         from arvae_midi.export.exporter import ExportConfig, export_run
     except ModuleNotFoundError as e:  # torch / onnx come with the `export` extra
@@ -39,14 +38,8 @@ def export(
 
     config = ExportConfig(calibration_points=calibration_points, calibration_bars=calibration_bars,
                           parity_bars=parity_bars)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("loading the run", total=None)
-
-        def update(completed: int, total: int, description: str) -> None:
-            bar.update(task, completed=completed, total=total or None, description=description)
-
-        report = export_run(run_dir, out, config, data=data, progress=update)
+    with progress_bar(progress) as draw:
+        report = export_run(run_dir, out, config, data=data, progress=draw)
     typer.echo(
         f"wrote {report.path} ({report.size_bytes / 1e6:.2f} MB): parity on {report.parity_bars} held-out bars "
         f"(identical tokens, max |d mu| {report.max_mu_diff:.1e}); calibrated "

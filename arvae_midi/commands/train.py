@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from arvae_midi.commands._progress import progress_bar
 from arvae_midi.errors import ConfigError
 
 
@@ -79,7 +80,8 @@ def train(
     if _is_main():
         typer.echo(f"{'resuming' if resume else 'training'} {config.name} ({config.objective}, data "
                    f"{config.data}) in {run_dir}")
-    summary = run_training(config, run_dir, resume=resume, progress=progress)
+    with progress_bar(progress and _is_main()) as draw:
+        summary = run_training(config, run_dir, resume=resume, progress=draw)
     if _is_main():
         last = summary.last
         parts = [f"done: {summary.epochs} epochs, {summary.step} steps in {_duration(summary.seconds)}"]

@@ -20,6 +20,7 @@ from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.tokens import Vocabulary
 from arvae_midi.engine.metadata import Calibration
 from arvae_midi.errors import ConfigError
+from arvae_midi.progress import Progress, ProgressFn
 
 #: Knob positions: MIDI CC values 0..127.
 KNOB_STEPS = 128
@@ -32,8 +33,6 @@ DECODE_CHUNK = 4096
 EncodeFn = Callable[[np.ndarray], np.ndarray]
 #: z (N, Z) float32 -> tokens (N, T) int64
 DecodeFn = Callable[[np.ndarray], np.ndarray]
-#: progress(advance) callback, advance in decoded rows
-ProgressFn = Callable[[int], None]
 
 
 def latent_grid(values: np.ndarray, points: int, percentiles: tuple[float, float]) -> np.ndarray:
@@ -61,7 +60,8 @@ def calibrate(
 ) -> dict[str, Calibration]:
     """Calibrate every regularised attribute on held-out ``tokens`` (N, 24).
 
-    Decodes ``len(attribute_dims) * points * N`` bars in total.
+    Decodes ``len(attribute_dims) * points * N`` bars in total, reported to ``progress`` as the
+    task "calibrating".
     """
     unknown = [a for a in attribute_dims if a not in ATTRIBUTE_NAMES]
     if unknown:
@@ -73,15 +73,20 @@ def calibrate(
         raise ConfigError("calibration needs at least one held-out bar")
     mu = np.asarray(encode(tokens), dtype=np.float32)  # (N, Z)
     n = len(tokens)
+    total, done = len(attribute_dims) * points * n, 0
     result: dict[str, Calibration] = {}
     for name, dim in attribute_dims.items():
         grid = latent_grid(mu[:, dim], points, percentiles)
         # (points * N, Z): every held-out mean repeated once per grid value, the dim overwritten.
         z = np.tile(mu, (points, 1))
         z[:, dim] = np.repeat(grid, n).astype(np.float32)
-        decoded = np.concatenate(
-            [_decode_chunk(decode, z[s : s + DECODE_CHUNK], progress) for s in range(0, len(z), DECODE_CHUNK)]
-        )
+        chunks = []
+        for s in range(0, len(z), DECODE_CHUNK):
+            chunks.append(np.asarray(decode(z[s : s + DECODE_CHUNK]), dtype=np.int64))
+            done += len(chunks[-1])
+            if progress is not None:
+                progress(Progress("calibrating", done, total))
+        decoded = np.concatenate(chunks)
         attr = compute_attributes(decoded, vocab)[:, ATTRIBUTE_NAMES.index(name)].reshape(points, n)
         q25, median, q75 = np.percentile(attr, [25, 50, 75], axis=1)
         result[name] = Calibration(
@@ -93,13 +98,6 @@ def calibrate(
             bars=n,
         )
     return result
-
-
-def _decode_chunk(decode: DecodeFn, z: np.ndarray, progress: ProgressFn | None) -> np.ndarray:
-    out = np.asarray(decode(z), dtype=np.int64)
-    if progress is not None:
-        progress(len(z))
-    return out
 
 
 def knob_table(cal: Calibration, steps: int = KNOB_STEPS) -> np.ndarray:

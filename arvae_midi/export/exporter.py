@@ -35,10 +35,8 @@ from arvae_midi.engine.metadata import FORMAT_VERSION, METADATA_KEY, GridInfo, M
 from arvae_midi.errors import ConfigError, DatasetError, ModelFileError
 from arvae_midi.export.graph import build_graph
 from arvae_midi.export.parity import check_parity
+from arvae_midi.progress import Progress, ProgressFn, reporter
 from arvae_midi.train.models import VAE
-
-#: progress(completed, total, description), in decoded bars.
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -115,21 +113,12 @@ def export_model(
         raise DatasetError(f"held-out bars must have shape (N>0, {TICKS_PER_BAR}), got {heldout.shape}")
     model = model.eval().cpu()
     cal_bars = heldout[: cfg.calibration_bars]
-    total = len(attribute_dims) * cfg.calibration_points * len(cal_bars)
-    done = 0
-
-    def report(advance: int, description: str) -> None:
-        nonlocal done
-        done += advance
-        if progress is not None:
-            progress(done, total, description)
-
-    report(0, "tracing the graph")
+    report = reporter(progress)
+    report(Progress("tracing the graph"))
     graph = build_graph(model, cfg.opset)
     encode, decode = _session_fns(graph.SerializeToString())
-    report(0, "calibrating")
     calibration = calibrate(encode, decode, cal_bars, voc, dict(attribute_dims), cfg.calibration_points,
-                            progress=lambda n: report(n, "calibrating"))
+                            progress=report)
 
     doc = MetadataDocument(
         format_version=FORMAT_VERSION,
@@ -155,7 +144,7 @@ def export_model(
     tmp = out.with_name(out.name + ".tmp")
     try:
         onnx.save_model(graph, str(tmp), save_as_external_data=False)
-        report(0, "checking parity")
+        report(Progress("checking parity"))
         d_mu, d_lv = check_parity(model, tmp, heldout[: cfg.parity_bars], voc, cfg.mu_atol, cfg.seed)
         os.replace(tmp, out)
     finally:

@@ -32,21 +32,17 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from arvae_midi.core.attributes import compute_attributes
 from arvae_midi.core.tokens import TICKS_PER_BAR, Vocabulary
 from arvae_midi.errors import ConfigError, DatasetError
+from arvae_midi.progress import Progress, ProgressFn, reporter
 from arvae_midi.train.corpus_cache import parse_files
 from arvae_midi.train.corpus_parse import GRID_VERSION, FileResult, Line
-
-if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
 
 #: Dataset names :func:`build_dataset` knows, and the corpora each one unites.
 DATASETS: dict[str, tuple[str, ...]] = {
@@ -86,7 +82,7 @@ class CorpusConfig:
     high: int = 84
     dedupe: bool = True
     strict_bars: bool = False
-    progress: bool = True
+    progress: bool = True  # report to the callback given to build_dataset (the CLI draws it)
 
     def validate(self) -> None:
         """Raise ConfigError naming the valid values when a field is out of range."""
@@ -287,8 +283,14 @@ def _select_lines(
     return lines
 
 
-def build_dataset(name: str, config: CorpusConfig | None = None) -> tuple[dict[str, np.ndarray], DatasetSummary]:
-    """Build the arrays of dataset ``name`` (``folk``, ``chorales``, ``folk-chorales``)."""
+def build_dataset(
+    name: str, config: CorpusConfig | None = None, progress: ProgressFn | None = None
+) -> tuple[dict[str, np.ndarray], DatasetSummary]:
+    """Build the arrays of dataset ``name`` (``folk``, ``chorales``, ``folk-chorales``).
+
+    Parsed files are reported to ``progress`` (task "parsing CORPUS files") unless
+    ``config.progress`` is off.
+    """
     config = config or CorpusConfig()
     config.validate()
     if name not in DATASETS:
@@ -299,19 +301,17 @@ def build_dataset(name: str, config: CorpusConfig | None = None) -> tuple[dict[s
     groups: list[tuple[str, list[Line]]] = []
     # folk-chorales is the default model's set: chorale sopranos only.
     voices = "soprano" if name == "folk-chorales" else config.voices
-    with _progress(config.progress) as progress:
-        for corpus in DATASETS[name]:
-            task = progress.add_task(corpus, total=None) if progress is not None else None
+    report = reporter(progress if config.progress else None)
+    for corpus in DATASETS[name]:
 
-            def on_file(done: int, total: int, task: TaskID | None = task) -> None:
-                if progress is not None and task is not None:
-                    progress.update(task, completed=done, total=total)
+        def on_file(done: int, total: int, task: str = f"parsing {corpus} files") -> None:
+            report(Progress(task, done, total))
 
-            results, n_files, n_cached = parse_corpus(corpus, config, on_file)
-            summary.files += n_files
-            summary.cached_files += n_cached
-            mixed = len(DATASETS[name]) > 1
-            groups.append((corpus, _select_lines(corpus, results, voices, dropped, mixed)))
+        results, n_files, n_cached = parse_corpus(corpus, config, on_file)
+        summary.files += n_files
+        summary.cached_files += n_cached
+        mixed = len(DATASETS[name]) > 1
+        groups.append((corpus, _select_lines(corpus, results, voices, dropped, mixed)))
     summary.dropped = dict(dropped)
     arrays = assemble(groups, config, summary)
     summary.seconds = round(time.perf_counter() - t0, 2)
@@ -331,10 +331,12 @@ def _info(summary: DatasetSummary, config: CorpusConfig) -> dict[str, object]:
     }
 
 
-def save_dataset(name: str, out: str | Path, config: CorpusConfig | None = None) -> DatasetSummary:
+def save_dataset(
+    name: str, out: str | Path, config: CorpusConfig | None = None, progress: ProgressFn | None = None
+) -> DatasetSummary:
     """Build dataset ``name`` and write it to ``out`` (npz, compressed); returns the summary."""
     t0 = time.perf_counter()
-    arrays, summary = build_dataset(name, config)
+    arrays, summary = build_dataset(name, config, progress)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -343,22 +345,6 @@ def save_dataset(name: str, out: str | Path, config: CorpusConfig | None = None)
     summary.path = str(path)
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary
-
-
-def _progress(show: bool) -> AbstractContextManager[Progress | None]:
-    """A rich progress bar over files on stderr (or a context giving None)."""
-    if not show:
-        return nullcontext()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("parsing {task.description} files"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
 
 
 __all__ = [

@@ -38,7 +38,6 @@ import itertools
 import os
 import time
 import zipfile
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from arvae_midi.core.tokens import (
     Vocabulary,
 )
 from arvae_midi.errors import DatasetError
+from arvae_midi.progress import Progress, ProgressFn, reporter
 
 FACTOR_NAMES: tuple[str, ...] = (
     "tonic",
@@ -94,8 +94,6 @@ _ROOT_LOW = 60  # MIDI of C4, the root of tonic 0 / octave index 0
 
 for _arr in (SCALE_SEMITONES, CHORD_DEGREES, RHYTHM_PATTERNS):
     _arr.setflags(write=False)
-
-ProgressFn = Callable[[int], None]
 _DEFAULT_CHUNK = 1 << 16
 
 
@@ -186,7 +184,7 @@ def generate_dmelodies(
         indices: melody indices (N,) to generate, in the given order; None = all 1,354,752 in
             index order.
         chunk_size: melodies per chunk (bounds the int64 temporaries to ~chunk_size x 16 x 8 B).
-        progress: called with the number of melodies finished after every chunk.
+        progress: gets the number of melodies finished after every chunk (task "dMelodies").
 
     Returns:
         ``tokens`` (N, 16) int8 ids of ``Vocabulary(60, 109)`` and ``factors`` (N, 9) int8 in
@@ -203,7 +201,7 @@ def generate_dmelodies(
         tokens[start : start + part.shape[0]] = _tokens_for(part)
         factors[start : start + part.shape[0]] = index_to_factors(part)
         if progress is not None:
-            progress(start + part.shape[0])
+            progress(Progress("dMelodies", start + part.shape[0], n))
     return tokens, factors
 
 
@@ -297,12 +295,11 @@ def _write_npz(path: Path, tokens: np.ndarray, factors: np.ndarray) -> int:
     return path.stat().st_size
 
 
-def save_dmelodies(path: str | Path, *, progress: bool = True) -> dict[str, object]:
+def save_dmelodies(path: str | Path, *, progress: ProgressFn | None = None) -> dict[str, object]:
     """Build all dMelodies melodies and write them to ``path`` (npz).
 
     The file holds ``tokens`` (N, 16) int8, ``factors`` (N, 9) int8 in FACTOR_NAMES order and
-    ``vocab`` (52,) str ("__", "rest", "60".."109"). ``progress`` shows a rich progress bar on
-    stderr while generating.
+    ``vocab`` (52,) str ("__", "rest", "60".."109"). ``progress`` gets reports while generating.
 
     Returns:
         summary: melodies, seconds (total), generate_seconds, write_seconds, path, bytes,
@@ -310,22 +307,7 @@ def save_dmelodies(path: str | Path, *, progress: bool = True) -> dict[str, obje
     """
     out = Path(path)
     t0 = time.perf_counter()
-    if progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            TextColumn("dMelodies"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        ) as bar:
-            task = bar.add_task("generate", total=NUM_MELODIES)
-            tokens, factors = generate_dmelodies(progress=lambda done: bar.update(task, completed=done))
-    else:
-        tokens, factors = generate_dmelodies()
+    tokens, factors = generate_dmelodies(progress=reporter(progress))
     t1 = time.perf_counter()
     try:
         size = _write_npz(out, tokens, factors)

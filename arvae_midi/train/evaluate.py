@@ -17,8 +17,6 @@ same run twice gives the same numbers.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from arvae_midi.errors import ConfigError
+from arvae_midi.progress import Progress, ProgressFn, reporter
 from arvae_midi.train import metrics as ar
 from arvae_midi.train import metrics_dl as dl
 from arvae_midi.train.run import (
-    ProgressFn,
     encode_tokens,
     greedy_decode,
     load_run_data,
@@ -75,22 +73,6 @@ def _metrics_for(
     return out
 
 
-@contextmanager
-def rich_progress(enabled: bool, total: int) -> Iterator[ProgressFn]:
-    """A rich progress bar on stderr (stdout stays clean for ``--json``)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), disable=not enabled, transient=True) as bar:  # fmt: skip
-        task = bar.add_task("evaluate", total=total)
-
-        def advance(n: int, what: str) -> None:
-            bar.update(task, advance=n, description=what)
-
-        yield advance
-
-
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -98,13 +80,14 @@ def evaluate_run(
     *,
     config: EvalConfig | None = None,
     data: str | Path | None = None,
-    progress: bool = True,
+    progress: ProgressFn | None = None,
     write: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a run folder on one split; returns (and writes to ``RUN_DIR/eval.json``) a dict.
 
     ``split`` / ``max_items`` are shorthands for the same fields of ``config`` (``config`` wins
-    when given). ``data`` overrides the dataset path recorded in the run. Keys: ``summary``
+    when given). ``data`` overrides the dataset path recorded in the run; ``progress`` gets a report
+    per batch of each pass (encode, decode, metrics). Keys: ``summary``
     (:data:`SUMMARY_KEYS`, AR-VAE definitions on sampled z), ``reconstruction_accuracy``
     {sampled, mean}, ``metrics`` {sampled, mean} -> {ar_vae, dmelodies (dMelodies only)}, plus
     what was evaluated (run, data, split, n_items, label_names, reg_dims, settings, seconds).
@@ -122,18 +105,18 @@ def evaluate_run(
     settings = ar.MetricSettings(max_points=cfg.knn_max_points, seed=cfg.seed)
 
     n = len(idx)
-    metric_steps = 2  # one unit per representation; the metrics cannot report finer progress
-    with rich_progress(progress, 3 * n + metric_steps) as advance:
-        mu, z = encode_tokens(run.model, tokens, cfg.batch_size, cfg.seed, cfg.device, advance)
-        recon = {
-            "sampled": ar.token_accuracy(greedy_decode(run.model, z, cfg.batch_size, cfg.device, advance), tokens),
-            "mean": ar.token_accuracy(greedy_decode(run.model, mu, cfg.batch_size, cfg.device, advance), tokens),
-        }
-        metrics: dict[str, Any] = {}
-        for rep, codes in (("sampled", z), ("mean", mu)):
-            advance(0, f"metrics ({rep} z)")
-            metrics[rep] = _metrics_for(codes, labels, names, token_data.kind, settings)
-            advance(1, f"metrics ({rep} z)")
+    report = reporter(progress)
+    mu, z = encode_tokens(run.model, tokens, cfg.batch_size, cfg.seed, cfg.device, report, "encode")
+    recon = {
+        "sampled": ar.token_accuracy(greedy_decode(run.model, z, cfg.batch_size, cfg.device, report,
+                                                   "decode (sampled z)"), tokens),
+        "mean": ar.token_accuracy(greedy_decode(run.model, mu, cfg.batch_size, cfg.device, report,
+                                                "decode (mean z)"), tokens),
+    }  # fmt: skip
+    metrics: dict[str, Any] = {}
+    for i, (rep, codes) in enumerate((("sampled", z), ("mean", mu))):
+        report(Progress("metrics", i, 2, detail=f"{rep} z"))  # the metrics cannot report finer progress
+        metrics[rep] = _metrics_for(codes, labels, names, token_data.kind, settings)
 
     headline = metrics["sampled"]["ar_vae"]
     result: dict[str, Any] = {

@@ -33,6 +33,7 @@ from arvae_midi.core.tokens import (
 )
 from arvae_midi.errors import ConfigError
 from arvae_midi.plotting import as_vocab, new_figure, plot_piano_roll, save_figure
+from arvae_midi.progress import Progress, ProgressFn, reporter
 
 if TYPE_CHECKING:
     pass
@@ -303,11 +304,13 @@ def plot_run(
     *,
     config: PlotConfig | None = None,
     data: str | Path | None = None,
-    progress: bool = True,
+    progress: ProgressFn | None = None,
 ) -> list[Path]:
-    """Write every plot of a run folder under ``out`` (default ``RUN_DIR/plots``); returns the paths."""
+    """Write every plot of a run folder under ``out`` (default ``RUN_DIR/plots``); returns the paths.
+
+    ``progress`` gets a report after each figure (task "plot", detail the figure being drawn).
+    """
     from arvae_midi.train.checkpoint import load_run
-    from arvae_midi.train.evaluate import rich_progress
     from arvae_midi.train.run import encode_tokens, greedy_decode, load_run_data, read_eval, select_items
 
     cfg = config or PlotConfig()
@@ -331,30 +334,37 @@ def plot_run(
     paths: list[Path] = []
     metrics_log = run.run_dir / "metrics.jsonl"
     steps = len(fns) * (2 + cfg.n_traversals) + 2
-    with rich_progress(progress, steps) as advance:
-        advance(0, "encode")
-        _, z = encode_tokens(run.model, tokens, cfg.batch_size, cfg.seed)
-        dims = label_dims(names, run.reg_dims, z, labels, read_eval(run.run_dir), cfg.seed)
-        y_dim = free_dim(sorted(set(dims.values())), latent_dim)
-        advance(1, "encode")
-        for name, fn in fns.items():
-            x_dim = dims[name]
-            y = y_dim if y_dim != x_dim else free_dim([x_dim, y_dim], latent_dim)
-            advance(0, f"surface {name}")
-            xs, ys, vals = attribute_surface(decode, fn, latent_dim, x_dim, y, cfg.grid, cfg.limit, cfg.seed,
-                                             cfg.batch_size)  # fmt: skip
-            paths.append(plot_attribute_surface(xs, ys, vals, out_dir / f"surface_{name}.png", name, x_dim, y))
+    report = reporter(progress)
+    done = 0
+
+    def advance(n: int, what: str) -> None:
+        nonlocal done
+        done += n
+        report(Progress("plot", done, steps, detail=what))
+
+    advance(0, "encode")
+    _, z = encode_tokens(run.model, tokens, cfg.batch_size, cfg.seed)
+    dims = label_dims(names, run.reg_dims, z, labels, read_eval(run.run_dir), cfg.seed)
+    y_dim = free_dim(sorted(set(dims.values())), latent_dim)
+    advance(1, "encode")
+    for name, fn in fns.items():
+        x_dim = dims[name]
+        y = y_dim if y_dim != x_dim else free_dim([x_dim, y_dim], latent_dim)
+        advance(0, f"surface {name}")
+        xs, ys, vals = attribute_surface(decode, fn, latent_dim, x_dim, y, cfg.grid, cfg.limit, cfg.seed,
+                                         cfg.batch_size)  # fmt: skip
+        paths.append(plot_attribute_surface(xs, ys, vals, out_dir / f"surface_{name}.png", name, x_dim, y))
+        advance(1, f"traversal {name}")
+        for k in range(min(cfg.n_traversals, len(z))):
+            paths.append(plot_traversal(decode, fn, z[k], x_dim, run.vocab, out_dir / f"traversal_{name}_{k}.png",
+                                        name, cfg.traversal_values))  # fmt: skip
             advance(1, f"traversal {name}")
-            for k in range(min(cfg.n_traversals, len(z))):
-                paths.append(plot_traversal(decode, fn, z[k], x_dim, run.vocab, out_dir / f"traversal_{name}_{k}.png",
-                                            name, cfg.traversal_values))  # fmt: skip
-                advance(1, f"traversal {name}")
-            col = names.index(name)
-            paths.append(plot_latent_scatter(z, labels[:, col], x_dim, y, out_dir / f"latent_{name}.png", name))
-            advance(1, "scatter")
-        if metrics_log.is_file():
-            rows = read_metrics_log(metrics_log)
-            if rows:
-                paths.append(plot_loss_curves(rows, out_dir / "loss_curves.png", title=run.config.name))
-        advance(1, "done")
+        col = names.index(name)
+        paths.append(plot_latent_scatter(z, labels[:, col], x_dim, y, out_dir / f"latent_{name}.png", name))
+        advance(1, "scatter")
+    if metrics_log.is_file():
+        rows = read_metrics_log(metrics_log)
+        if rows:
+            paths.append(plot_loss_curves(rows, out_dir / "loss_curves.png", title=run.config.name))
+    advance(1, "done")
     return paths

@@ -10,13 +10,14 @@ model over numpy arrays in batches (:func:`encode_tokens`, :func:`greedy_decode`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from arvae_midi.errors import DatasetError
+from arvae_midi.progress import Progress, ProgressFn
 
 if TYPE_CHECKING:
     from arvae_midi.train.checkpoint import LoadedRun
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
     from arvae_midi.train.models import VAE
 
 EVAL_FILE = "eval.json"
-
-#: progress(advance, description) callback; advance = units of work done since the last call.
-ProgressFn = Callable[[int, str], None]
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -41,8 +39,12 @@ def encode_tokens(
     seed: int = 0,
     device: str = "cpu",
     progress: ProgressFn | None = None,
+    task: str = "encode",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and one seeded sample: ``(mu (N, Z), z (N, Z))`` float32 for tokens (N, T)."""
+    """Posterior means and one seeded sample: ``(mu (N, Z), z (N, Z))`` float32 for tokens (N, T).
+
+    Rows done are reported to ``progress`` as ``task``.
+    """
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -55,7 +57,7 @@ def encode_tokens(
             mus.append(mu.float().cpu().numpy())
             zs.append((mu + torch.exp(0.5 * logvar) * eps).float().cpu().numpy())
             if progress:
-                progress(sl.stop - sl.start, "encode")
+                progress(Progress(task, sl.stop, len(tokens)))
     z_dim = int(model.config.latent_dim)
     empty = np.zeros((0, z_dim), np.float32)
     return (np.concatenate(mus) if mus else empty), (np.concatenate(zs) if zs else empty)
@@ -67,8 +69,10 @@ def greedy_decode(
     batch_size: int = 512,
     device: str = "cpu",
     progress: ProgressFn | None = None,
+    task: str = "decode",
 ) -> np.ndarray:
-    """Greedy (argmax feedback) tokens (N, T) int64 from latents (N, Z), in batches."""
+    """Greedy (argmax feedback) tokens (N, T) int64 from latents (N, Z), in batches; rows done are
+    reported to ``progress`` as ``task``."""
     import torch
 
     out = []
@@ -76,7 +80,7 @@ def greedy_decode(
         for sl in _batches(len(z), batch_size):
             out.append(model.generate(torch.as_tensor(z[sl], dtype=torch.float32, device=device)).cpu().numpy())
             if progress:
-                progress(sl.stop - sl.start, "decode")
+                progress(Progress(task, sl.stop, len(z)))
     return np.concatenate(out).astype(np.int64) if out else np.zeros((0, model.config.seq_len), np.int64)
 
 

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from arvae_midi.errors import ConfigError
+from arvae_midi.progress import Progress, ProgressFn, reporter
 from arvae_midi.train import checkpoint as ckpt
 from arvae_midi.train import losses
 from arvae_midi.train.build import build_model
@@ -295,7 +296,7 @@ class _Run:
         return result
 
     # -- one epoch -------------------------------------------------------------------------------
-    def run_epoch(self, progress: Any) -> dict[str, Any]:
+    def run_epoch(self, progress: ProgressFn) -> dict[str, Any]:
         cfg = self.config
         # RNG streams are functions of (seed, epoch, rank): a resumed run draws what it would have.
         torch.manual_seed(cfg.seed * 1_000_003 + self.epoch * 7_919 + self.dist.rank)
@@ -303,7 +304,7 @@ class _Run:
         n_batches = len(self.loader)
         if cfg.max_train_batches is not None:
             n_batches = min(n_batches, cfg.max_train_batches)
-        task = progress.add_task(f"epoch {self.epoch + 1}/{cfg.epochs}", total=n_batches, terms="")
+        task, shown = f"epoch {self.epoch + 1}/{cfg.epochs}", ""
         self.model.train()
         if self.disc is not None:
             self.disc.train()
@@ -328,10 +329,7 @@ class _Run:
                 self.anneal_step += 1
             if i % _DISPLAY_EVERY == 0 or i == n_batches - 1:
                 shown = " ".join(f"{k} {float(v) / batches:.4f}" for k, v in sums.items())
-                progress.update(task, completed=i + 1, terms=shown)
-            else:
-                progress.update(task, completed=i + 1)
-        progress.remove_task(task)
+            progress(Progress(task, i + 1, n_batches, detail=shown))
         names = sorted(sums)
         totals = all_reduce_sum([float(sums[k]) for k in names] + [batches, samples], self.dist, self.device)
         all_batches, all_samples = max(totals[-2], 1.0), totals[-1]
@@ -348,24 +346,6 @@ class _Run:
         return line
 
 
-def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[terms]}"),
-        console=Console(stderr=True), disable=not enabled,
-    )  # fmt: skip
-
-
 def _trim_metrics(path: Path, epochs: int) -> None:
     """Keep the metrics lines of the first ``epochs`` epochs (a resumed run rewrites the rest)."""
     if not path.is_file():
@@ -375,12 +355,15 @@ def _trim_metrics(path: Path, epochs: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
 
-def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainSummary:
+def train(
+    config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: ProgressFn | None = None
+) -> TrainSummary:
     """Train ``config`` into ``run_dir`` (see the module docstring); returns a :class:`TrainSummary`.
 
     ``resume=True`` continues from ``run_dir/checkpoints`` (starting fresh when there is none);
     without it an existing run in ``run_dir`` is refused rather than overwritten. Under torchrun
-    every rank calls this; only rank 0 writes files and shows progress.
+    every rank calls this; only rank 0 writes files and reports to ``progress`` (per batch, and
+    a summary ``message`` per epoch).
     """
     run_dir = Path(run_dir)
     if config.threads is not None:
@@ -400,17 +383,15 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
             _trim_metrics(metrics_path, run.epoch)
         barrier(dist)
         last: dict[str, Any] = {}
-        show = progress and dist.is_main
-        with _progress(show) as bar:
-            while run.epoch < run.config.epochs:
-                last = run.run_epoch(bar)
-                if dist.is_main:
-                    with metrics_path.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps(last) + "\n")
-                    run.save()
-                    if show:
-                        bar.console.print(_epoch_line(last, run.config.epochs), soft_wrap=True, highlight=False)
-                barrier(dist)
+        report = reporter(progress if dist.is_main else None)
+        while run.epoch < run.config.epochs:
+            last = run.run_epoch(report)
+            if dist.is_main:
+                with metrics_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(last) + "\n")
+                run.save()
+                report(Progress("", message=_epoch_line(last, run.config.epochs)))
+            barrier(dist)
         if dist.is_main:
             info = {**run.info, "training": {**run.state(), "seconds": round(run.seconds, 3),
                                              "world_size": dist.world_size, "device": device.type}}
