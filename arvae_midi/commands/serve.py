@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -88,39 +85,9 @@ def serve(
         bridge=bridge, model=str(model) if model else None, device=device, backend=backend.value,
         port_name=port_name, in_port=in_port, out_port=out_port, cc_map=cc_map, learn=learn, quiet=quiet, log=log,
     )
-    # In-process callers (CliRunner, an embedding program) get control back after a signal;
-    # the arvae-midi process itself exits as soon as the output is flushed.
-    run_serve(options, exit_after_signal=_exit_now if _is_console_entry() else None)
-
-
-def _is_console_entry() -> bool:
-    """True when this process is ``arvae-midi`` itself: the console script or ``python -m arvae_midi.cli``.
-
-    False when the app is invoked in-process (``typer.testing.CliRunner``, an embedding program),
-    which must get control back.
-    """
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if getattr(spec, "name", None) == "arvae_midi.cli":  # python -m arvae_midi.cli
-        return True
-    entry = getattr(main, "main", None)  # the console script does `from arvae_midi.cli import main`
-    return getattr(entry, "__module__", None) == "arvae_midi.cli"
-
-
-def _exit_now(signum: int) -> None:
-    """After SIGINT/SIGTERM: flush stdout and stderr and end the process at once, status 0.
-
-    The process has 1 s to exit after SIGTERM (issue 6). By now the bridge has sent its note_offs
-    and All Notes Off, waited for them to leave and closed its log. What a normal exit would still
-    do takes 0.3 to 1 s on a loaded machine: closing the JACK clients (each waits for the server's
-    cycle while python-rtmidi holds the GIL), then the interpreter's teardown (module cleanup,
-    garbage collection, onnxruntime's destructors and telemetry store). The kernel releases the
-    ALSA/JACK connections of an exiting process, and the JACK server removes its clients.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # closed, or a broken pipe: nothing to write to
-            stream.flush()
-    os._exit(0)
+    # After SIGINT/SIGTERM the bridge has silenced every note, flushed and closed its ports:
+    # returning ends the command with status 0.
+    run_serve(options)
 
 
 def ports(

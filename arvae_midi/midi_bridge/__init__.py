@@ -4,7 +4,10 @@ A tour, from the wire inwards:
 
 * :mod:`~arvae_midi.midi_bridge.ports`: python-rtmidi ports (virtual pair or existing ports by
   name), backend probing and one-line :class:`~arvae_midi.errors.BackendError` messages;
-  :mod:`~arvae_midi.midi_bridge.memory` has in-memory ports for tests.
+  :mod:`~arvae_midi.midi_bridge.rtmidi_io`: the rtmidi ports themselves, drained by our own
+  thread so that no Python runs on the backend's (JACK's) thread;
+  :mod:`~arvae_midi.midi_bridge.jack`: what is asked of libjack directly (server loss, cycles,
+  connections, realtime mode, its stderr); :mod:`~arvae_midi.midi_bridge.sched`: SCHED_FIFO.
 * :mod:`~arvae_midi.midi_bridge.messages`: tolerant byte decoding (running status, SysEx,
   garbage) and the note/All-Notes-Off messages the bridge sends.
 * :mod:`~arvae_midi.midi_bridge.clock`: the injectable clock and the transport (MIDI clock

@@ -8,7 +8,7 @@ the earliest moment the bar is known.
 
 An onset belongs to the bar its rounded position falls in (a note played a hair before the
 downbeat counts as that downbeat). Notes still held when the bar closes are cut at the barline
-(DESIGN: "a note crossing the barline is cut"); their late note_offs are then stray and ignored.
+(as in training, where a bar is one measure on its own); their late note_offs are then stray and ignored.
 """
 
 from __future__ import annotations

@@ -1,20 +1,23 @@
 """MIDI ports through python-rtmidi: ALSA, JACK, CoreMIDI and WinMM.
 
-Ports have two small interfaces: an :class:`InputPort` calls one callback with the raw bytes of
-each event (the callback only timestamps and enqueues; decoding happens on the bridge thread),
-and an :class:`OutputPort` sends mido messages. ``serve`` either opens a virtual pair that a DAW
-connects to (``--port-name``) or connects to existing ports by name (``--in``/``--out``).
+Ports have two small interfaces: an :class:`InputPort` calls one callback with the raw bytes and
+arrival time of each event, from the port's own input thread (never the backend's: see
+:mod:`~arvae_midi.midi_bridge.rtmidi_io`), and an :class:`OutputPort` sends mido messages.
+``serve`` either opens a virtual pair that a DAW connects to (``--port-name``) or connects to
+existing ports by name (``--in``/``--out``).
 
 Port names a DAW sees for ``--port-name arvae-midi``:
 
 * ALSA: client ``arvae-midi`` with ports ``in`` and ``out``;
 * JACK: ``arvae-midi:in`` and ``arvae-midi-out:out`` (one JACK client per direction, and JACK
-  client names must be unique);
+  client names must be unique), plus ``arvae-midi-guard:guard``, connected to ``arvae-midi:in``
+  (leave it so: it ends unterminated SysEx);
 * CoreMIDI: virtual endpoints ``arvae-midi in`` and ``arvae-midi out``.
 
 Backend failures become :class:`~arvae_midi.errors.BackendError` with one line saying what to
 install or start. The C libraries print their own diagnostics on stderr while probing; those are
-silenced so the one line stays one line.
+silenced so the one line stays one line (at startup by muting stderr around the probe, before the
+bridge's threads run; libjack for good by :func:`~arvae_midi.midi_bridge.jack.silence_libjack`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,14 @@ from typing import Any, Protocol
 import mido
 
 from arvae_midi.errors import BackendError
+from arvae_midi.midi_bridge.jack import JackWatch, silence_libjack
+from arvae_midi.midi_bridge.rtmidi_io import QUEUE_SIZE, InputCallback, RtMidiInput, RtMidiOutput
+
+__all__ = [
+    "BACKEND_CHOICES", "BackendProbe", "InputCallback", "InputPort", "JackWatch", "OutputPort", "PortPair",
+    "RtMidiInput", "RtMidiOutput", "choose_backend", "match_port", "open_ports", "probe_all", "probe_backend",
+    "quiet_stderr",
+]
 
 #: Backend name on the command line -> python-rtmidi API constant name.
 RTMIDI_APIS = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK", "coremidi": "API_MACOSX_CORE",
@@ -50,8 +60,6 @@ HINTS = {
 #: run late (JACK2 runs asynchronously by default). A cycle is one period: 1.33 ms at 64 frames
 #: and 48 kHz, tens of ms when a loaded machine runs them late without realtime scheduling.
 FLUSH_CYCLES = 3
-#: Poll period while waiting for JACK cycles (seconds).
-CYCLE_POLL_S = 0.001
 
 
 def auto_order(platform: str = sys.platform) -> tuple[str, ...]:
@@ -64,11 +72,12 @@ def auto_order(platform: str = sys.platform) -> tuple[str, ...]:
 
 
 class InputPort(Protocol):
-    """An input: raw event bytes go to the callback (called from the backend's thread)."""
+    """An input: ``callback(bytes, arrival)`` per event, from the port's thread; ``arrival`` is in
+    ``time.monotonic`` seconds, or None for "now"."""
 
     name: str
 
-    def set_callback(self, callback: Callable[[Sequence[int]], None] | None) -> None: ...
+    def set_callback(self, callback: InputCallback | None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -174,135 +183,6 @@ def match_port(name: str, available: Sequence[str], direction: str) -> int:
     raise BackendError(f"{direction} port {name!r} {what} port; available {direction} ports: {listing}")
 
 
-class RtMidiInput:
-    """An rtmidi input (virtual, or connected to an existing source)."""
-
-    def __init__(self, rt: Any, name: str) -> None:
-        self._rt = rt
-        self.name = name
-        self._callback: Callable[[Sequence[int]], None] | None = None
-        rt.ignore_types(sysex=False, timing=False, active_sense=True)
-        rt.set_callback(self._on_event)
-
-    def _on_event(self, event: tuple[Sequence[int], float], _data: Any = None) -> None:
-        callback = self._callback
-        if callback is not None:
-            callback(event[0])
-
-    def set_callback(self, callback: Callable[[Sequence[int]], None] | None) -> None:
-        """Route events to ``callback`` (None: drop them)."""
-        self._callback = callback
-
-    def listing(self) -> list[str]:
-        """Sources this input's backend sees now (used to notice lost ports)."""
-        return list(self._rt.get_ports())
-
-    def close(self) -> None:
-        """Stop the callback and release the port."""
-        self._callback = None
-        with contextlib.suppress(Exception):
-            self._rt.cancel_callback()
-            self._rt.close_port()
-            self._rt.delete()
-
-
-class RtMidiOutput:
-    """An rtmidi output; sends are serialised by a lock."""
-
-    def __init__(self, rt: Any, name: str) -> None:
-        self._rt = rt
-        self.name = name
-        self._lock = threading.Lock()
-        self.closed = False
-
-    def send(self, msg: mido.Message) -> None:
-        """Send one message; OSError when the backend refuses."""
-        import rtmidi
-
-        with self._lock:
-            if self.closed:
-                raise OSError(f"output port {self.name!r} is closed")
-            try:
-                self._rt.send_message(msg.bytes())
-            except rtmidi.RtMidiError as e:
-                raise OSError(f"output port {self.name!r}: {e}") from e
-
-    def listing(self) -> list[str]:
-        """Destinations this output's backend sees now (used to notice lost ports)."""
-        return list(self._rt.get_ports())
-
-    def close(self) -> None:
-        """Release the port."""
-        with self._lock:
-            self.closed = True
-            with contextlib.suppress(Exception):
-                self._rt.close_port()
-                self._rt.delete()
-
-
-class JackWatch:
-    """Notices the JACK server going away, which rtmidi does not report.
-
-    After a JACK server dies, rtmidi's clients keep listing their stale ports and accept sends,
-    so the bridge would play into the void. This opens one more JACK client through libjack
-    (never activated: it takes no part in the process graph) whose shutdown callback sets
-    :attr:`dead`.
-    """
-
-    def __init__(self, name: str) -> None:
-        import ctypes
-        import ctypes.util
-
-        self.dead = False
-        self._lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
-        self._lib.jack_client_open.restype = ctypes.c_void_p
-        self._lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-        shutdown_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-        self._lib.jack_on_shutdown.argtypes = [ctypes.c_void_p, shutdown_type, ctypes.c_void_p]
-        self._lib.jack_client_close.argtypes = [ctypes.c_void_p]
-        self._lib.jack_last_frame_time.argtypes = [ctypes.c_void_p]
-        self._lib.jack_last_frame_time.restype = ctypes.c_uint32
-        self._callback = shutdown_type(self._on_shutdown)  # keep a reference while the client lives
-        status = ctypes.c_int(0)
-        no_start_server = 0x01
-        self._client = self._lib.jack_client_open(name.encode(), no_start_server, ctypes.byref(status))
-        if not self._client:
-            raise BackendError(f"jack: cannot open a client (status {status.value:#x}); {HINTS['jack']}")
-        self._lib.jack_on_shutdown(self._client, self._callback, None)
-
-    def _on_shutdown(self, _arg: object) -> None:
-        self.dead = True
-
-    def wait_cycles(self, cycles: int, timeout: float) -> bool:
-        """Wait until the server has started ``cycles`` new process cycles; False after ``timeout`` s
-        or when the server is gone.
-
-        The frame time of the current cycle lives in the server's shared memory, so an inactive
-        client can read it; it changes once per cycle (by the period, e.g. 64 frames).
-        """
-        if self.dead or not self._client:
-            return False
-        deadline = time.monotonic() + timeout
-        last = self._lib.jack_last_frame_time(self._client)
-        seen = 0
-        while seen < cycles:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(CYCLE_POLL_S)
-            if self.dead:  # the shared memory may be going away with the server
-                return False
-            now = self._lib.jack_last_frame_time(self._client)
-            if now != last:
-                seen, last = seen + 1, now
-        return True
-
-    def close(self) -> None:
-        """Close the watch client (not after the server died: there is nothing to close then)."""
-        if self._client and not self.dead:
-            self._lib.jack_client_close(self._client)
-        self._client = None
-
-
 @dataclass
 class PortPair:
     """The bridge's input and output, plus how to find them in the backend's port listings."""
@@ -315,15 +195,25 @@ class PortPair:
     existing_in: bool = False
     existing_out: bool = False
     jack_watch: JackWatch | None = None
+    own_in: str = ""  # JACK: our input port's full name (the DAW connects to it, or we to --in)
+    own_out: str = ""  # JACK: our output port's full name
+    guarded: bool = False  # JACK: the SysEx guard is connected to our input (one connection)
     _closed: bool = field(default=False, repr=False)
 
+    def server_gone(self) -> bool:
+        """True once the JACK server has stopped (cheap: a flag libjack sets)."""
+        return self.jack_watch is not None and self.jack_watch.dead
+
     def lost(self) -> str | None:
-        """What disappeared ("input port 'x' lost", "the JACK server stopped"), or None."""
-        if self.jack_watch is not None and self.jack_watch.dead:
+        """What disappeared ("input port 'x' lost", "the JACK server stopped"), or None.
+
+        libjack's own messages are silenced for good when the ports open, so listing the ports
+        needs no muting of the process's stderr.
+        """
+        if self.server_gone():
             return "the JACK server stopped"
         try:
-            with quiet_stderr():
-                destinations, sources = self.output.listing(), self.input.listing()
+            destinations, sources = self.output.listing(), self.input.listing()
         except Exception as e:
             return f"the {self.backend} backend failed ({e})"
         in_listing = sources if self.existing_in else destinations
@@ -333,6 +223,23 @@ class PortPair:
         if self.watch_out and not any(self.watch_out in p for p in out_listing):
             return f"output port {self.watch_out!r} lost"
         return None
+
+    def unconnected(self) -> list[str]:
+        """Which of our ports nothing is connected to (JACK only; other backends cannot tell)."""
+        if self.jack_watch is None or not self.jack_watch.usable:
+            return []
+        missing = []
+        n_in = self.jack_watch.connections(self.own_in) if self.own_in else None
+        if n_in is not None and n_in <= int(self.guarded):
+            missing.append(f"nothing plays into {self.own_in!r}")
+        n_out = self.jack_watch.connections(self.own_out) if self.own_out else None
+        if n_out == 0:
+            missing.append(f"nothing listens to {self.own_out!r}")
+        return missing
+
+    def server_realtime(self) -> bool | None:
+        """Whether the JACK server runs with realtime scheduling (None: not JACK, or unknown)."""
+        return self.jack_watch.realtime() if self.jack_watch is not None else None
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s until what was sent has left this process; True when it has.
@@ -349,21 +256,31 @@ class PortPair:
             return False
         return self.jack_watch.wait_cycles(FLUSH_CYCLES, timeout)
 
-    def close(self) -> None:
-        """Close both ports (idempotent), the output first.
+    def detach(self) -> None:
+        """Stop the input thread: afterwards no thread of ours calls into the input's client."""
+        self.input.detach()
 
-        For JACK, rtmidi's ``close_port`` on the output waits (at most 1 s) for one more process
-        cycle of the output client, which hands on whatever is still queued, and closing each
-        client waits for the server. python-rtmidi holds the GIL throughout, so on a loaded
-        machine this can stall every Python thread for a few hundred ms: a caller with a
-        deadline flushes (:meth:`flush`) and lets the process exit close the clients instead.
+    def close(self) -> None:
+        """Detach, close and free both ports (idempotent), from the calling thread.
+
+        The order: the input thread stops (nothing calls into the input any more; RtMidi never
+        had a callback to cancel), the output port closes (JACK: RtMidi waits for one more cycle
+        of the output client, which hands on what is queued), then the input and guard ports,
+        then each client is freed, the watch client last. After the JACK server died, nothing is
+        closed: the clients died with it, and closing them would wait for cycles that never come.
         """
-        if not self._closed:
-            self._closed = True
-            self.output.close()
-            self.input.close()
-            if self.jack_watch is not None:
-                self.jack_watch.close()
+        if self._closed:
+            return
+        self._closed = True
+        self.input.detach()
+        if self.server_gone():
+            self.output.abandon()
+            self.input.abandon()
+            return
+        self.output.close()
+        self.input.close()
+        if self.jack_watch is not None:
+            self.jack_watch.close()
 
 
 def _virtual_names(backend: str, port_name: str) -> tuple[str, str, str, str]:
@@ -385,7 +302,9 @@ def open_ports(
 
     Either of ``in_port``/``out_port`` may be given alone; the other side is then virtual.
     Raises BackendError when the backend is unusable, a name matches no port, or (JACK) the
-    client name is taken.
+    client name is taken. With JACK, a third client (``NAME-guard``) feeds our input the lone
+    ``F7`` that ends an unterminated SysEx (see :mod:`~arvae_midi.midi_bridge.rtmidi_io`), and an
+    inactive fourth (``NAME-watch``) notices the server stopping.
     """
     import rtmidi
 
@@ -397,14 +316,20 @@ def open_ports(
             "Windows has no virtual MIDI ports: create two loopMIDI ports (one to the bridge, one back) "
             "and pass --in NAME --out NAME"
         )
+    if name == "jack":
+        silence_libjack()
+    opened: list[object] = []
     try:
         with quiet_stderr():
-            midi_in = rtmidi.MidiIn(rtapi=api, name=in_client, queue_size_limit=4096)
+            midi_in = rtmidi.MidiIn(rtapi=api, name=in_client, queue_size_limit=QUEUE_SIZE)
+            opened.append(midi_in)
             midi_out = rtmidi.MidiOut(rtapi=api, name=out_client)
+            opened.append(midi_out)
             sources, destinations = list(midi_in.get_ports()), list(midi_out.get_ports())
             if name == "jack":
                 listed = sources + destinations
-                taken = [c for c in (in_client, out_client) if any(p.startswith(f"{c}:") for p in listed)]
+                taken = [c for c in (in_client, out_client, f"{port_name}-guard")
+                         if any(p.startswith(f"{c}:") for p in listed)]
                 if taken:
                     raise BackendError(f"a JACK client named {taken[0]!r} already exists; pick another --port-name")
             if in_port is None:
@@ -423,16 +348,44 @@ def open_ports(
                 index = match_port(out_port, destinations, "output")
                 out_label = watch_out = destinations[index]
                 midi_out.open_port(index, out_port_name)
+            guard = _open_guard(rtmidi, api, f"{port_name}-guard", f"{in_client}:{in_port_name}") \
+                if name == "jack" else None
+            if guard is not None:
+                opened.append(guard)
     except rtmidi.RtMidiError as e:
+        for rt in reversed(opened):
+            with contextlib.suppress(Exception):
+                rt.delete()  # type: ignore[attr-defined]
         raise BackendError(f"{name}: cannot open ports ({str(e).strip()}); {HINTS[name]}") from e
-    pair = PortPair(
-        name, RtMidiInput(midi_in, in_label), RtMidiOutput(midi_out, out_label), watch_in, watch_out,
-        existing_in=in_port is not None, existing_out=out_port is not None,
-    )
+    except BaseException:
+        for rt in reversed(opened):
+            with contextlib.suppress(Exception):
+                rt.delete()  # type: ignore[attr-defined]
+        raise
+    watch = None
     if name == "jack":
-        try:
-            with quiet_stderr():
-                pair.jack_watch = JackWatch(f"{port_name}-watch")
-        except (OSError, BackendError):
-            pass  # no libjack to load: server loss then goes unnoticed, as with rtmidi alone
-    return pair
+        # No libjack to load: server loss then goes unnoticed, as with rtmidi alone.
+        with contextlib.suppress(OSError, BackendError):
+            watch = JackWatch(f"{port_name}-watch")
+    gone = (lambda: watch.dead) if watch is not None else None
+    return PortPair(
+        name, RtMidiInput(midi_in, in_label, guard), RtMidiOutput(midi_out, out_label, gone), watch_in, watch_out,
+        existing_in=in_port is not None, existing_out=out_port is not None, jack_watch=watch,
+        own_in=f"{in_client}:{in_port_name}" if name == "jack" else "",
+        own_out=f"{out_client}:{out_port_name}" if name == "jack" else "",
+        guarded=guard is not None,
+    )
+
+
+def _open_guard(rtmidi: Any, api: int, client: str, target: str) -> Any:
+    """An rtmidi JACK output connected to our input port ``target`` (the SysEx guard)."""
+    guard = rtmidi.MidiOut(rtapi=api, name=client)
+    try:
+        destinations = list(guard.get_ports())
+        if target not in destinations:
+            raise rtmidi.RtMidiError(f"our input port {target!r} is not listed")
+        guard.open_port(destinations.index(target), "guard")
+    except BaseException:
+        guard.delete()
+        raise
+    return guard

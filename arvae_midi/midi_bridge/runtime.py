@@ -1,7 +1,8 @@
 """The threads around :class:`~arvae_midi.midi_bridge.bridge.BridgeCore`.
 
-* The backend's callback thread: :meth:`BridgeRuntime.on_input` stamps each event with the
-  clock and puts it in a bounded queue. Nothing else happens there.
+* The input port's thread (never the backend's own: see
+  :mod:`~arvae_midi.midi_bridge.rtmidi_io`): :meth:`BridgeRuntime.on_input` takes each event
+  with its arrival time and puts it in a bounded queue. Nothing else happens there.
 * The bridge thread (:meth:`BridgeRuntime._run`): waits on that queue until the core's next
   absolute wakeup time (timeout = wakeup - now, recomputed every time, so waits never add up
   to drift), feeds what arrived, then steps the core, which sends whatever is due. It asks for
@@ -21,8 +22,11 @@ import threading
 from collections.abc import Sequence
 
 from arvae_midi.midi_bridge.bridge import BridgeCore
-from arvae_midi.midi_bridge.clock import Clock
+from arvae_midi.midi_bridge.clock import Clock, MonotonicClock
 from arvae_midi.midi_bridge.ports import InputPort
+from arvae_midi.midi_bridge.sched import REALTIME_PRIORITY, request_realtime
+
+__all__ = ["INBOX_LIMIT", "MAX_WAIT_S", "REALTIME_PRIORITY", "BridgeRuntime", "request_realtime"]
 
 #: Longest single wait: bounds how stale a stop request or a lost-port report can get.
 MAX_WAIT_S = 0.05
@@ -47,12 +51,16 @@ class BridgeRuntime:
         self._inbox: queue.Queue[object] = queue.Queue(maxsize=INBOX_LIMIT)
         self._stop = threading.Event()
         self._reason = "stopped"
+        self.started = threading.Event()  # set once the thread knows whether it got realtime
         self._thread = threading.Thread(target=self._run, name="arvae-bridge", daemon=True)
+        # Ports stamp arrivals with time.monotonic: usable as is when the bridge runs on it.
+        self._port_times = isinstance(clock, MonotonicClock)
         core.on_ready = self.wake
 
-    def on_input(self, data: Sequence[int]) -> None:
-        """Backend callback: timestamp and enqueue, nothing more."""
-        t = self.clock.now()
+    def on_input(self, data: Sequence[int], arrival: float | None = None) -> None:
+        """Input port callback: enqueue with the arrival time (None: now), nothing more."""
+        now = self.clock.now()
+        t = min(arrival, now) if arrival is not None and self._port_times else now
         try:
             self._inbox.put_nowait((t, data))
         except queue.Full:
@@ -94,6 +102,7 @@ class BridgeRuntime:
     def _run(self) -> None:
         core = self.core
         self.realtime = request_realtime()
+        self.started.set()
         busy = 0  # consecutive passes with something already due: guards against a spin
         try:
             while not self._stop.is_set() and not core.failed:
@@ -120,28 +129,3 @@ class BridgeRuntime:
             self._reason = f"internal error: {type(e).__name__}: {e}"
         finally:
             core.shutdown(core.failed or self._reason)
-
-
-#: SCHED_FIFO priority asked for the bridge thread: below JACK's own threads (JACK2 runs its
-#: process threads at 70-95 by default), above everything that is not realtime.
-REALTIME_PRIORITY = 40
-
-
-def request_realtime() -> bool:
-    """Ask for SCHED_FIFO on the calling thread (Linux); True when granted.
-
-    Granted where the user may (root, or an ``rtprio`` limit as audio setups configure for
-    JACK); refused quietly elsewhere. The thread only ever sleeps until its next event, so a
-    realtime priority cannot starve the machine.
-    """
-    import os
-
-    setter = getattr(os, "sched_setscheduler", None)
-    if setter is None:
-        return False
-    try:
-        priority = min(REALTIME_PRIORITY, os.sched_get_priority_max(os.SCHED_FIFO))
-        setter(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: this thread (Linux)
-    except (OSError, AttributeError):
-        return False
-    return True

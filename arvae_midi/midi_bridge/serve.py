@@ -1,19 +1,18 @@
 """``arvae-midi serve`` as a library call: load, open, run until stopped, clean up.
 
-:func:`serve` loads the model and the CC map (errors surface before any port opens), opens the
-ports, optionally runs the ``--learn`` flow, then runs the bridge with a status line until
-Ctrl-C, SIGTERM, a lost port or ``stop`` is set. Whatever ends it, the bridge thread sends
-note_offs for every sounding note and All Notes Off before the ports close. A lost port raises
-BackendError after that cleanup, so the CLI exits 1 with one line.
+:func:`serve` loads the model and the CC map (errors surface before any port opens), installs
+its SIGINT/SIGTERM handlers, opens the ports, optionally runs the ``--learn`` flow, then runs the
+bridge with a status line until Ctrl-C, SIGTERM, a lost port or ``stop`` is set. Whatever ends
+it, the shutdown runs from the calling thread in one fixed order (:func:`_shut_down`):
 
-SIGTERM must end the process within a second (issue 6), also on a loaded machine, so the
-cleanup after a signal is bounded by one deadline (:data:`SIGNAL_CLEANUP_S`): the panic first
-(on the bridge thread), then a wait for the output to leave (JACK: a few process cycles, not
-a fixed sleep), then the log. Closing the ports is the one step that cannot be bounded (a JACK
-client close waits for the server, and python-rtmidi holds the GIL meanwhile), so a caller
-that is about to end the process anyway passes ``exit_after_signal``, which runs before it:
-the command line exits there (see ``arvae_midi/commands/serve.py``) and the process exit
-closes the clients.
+1. stop taking input (the runtime drops what still arrives);
+2. panic: the bridge thread sends note_offs for every sounding note, then All Notes Off, and ends;
+3. flush: wait until the output has left (JACK: a few process cycles, not a fixed sleep);
+4. detach: stop the input thread, the only thread that calls into the input client (RtMidi never
+   gets a callback: :mod:`~arvae_midi.midi_bridge.rtmidi_io` says why);
+5. close the ports; 6. free the clients (after a dead JACK server: leave them, see ``PortPair.close``).
+
+A lost port raises BackendError after that, so the CLI exits 1 with one line.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import signal
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,8 @@ from arvae_midi.midi_bridge.knobs import CCMap, load_cc_map, save_cc_map
 from arvae_midi.midi_bridge.learn import learn_cc_map
 from arvae_midi.midi_bridge.ports import PortPair, open_ports
 from arvae_midi.midi_bridge.runtime import BridgeRuntime
-from arvae_midi.midi_bridge.status import JsonLog, StatusDisplay
+from arvae_midi.midi_bridge.sched import REALTIME_HINT
+from arvae_midi.midi_bridge.status import Health, JsonLog, StatusDisplay
 
 #: Seconds between checks that the ports still exist.
 PORT_CHECK_S = 1.0
@@ -52,11 +52,13 @@ STATUS_S = 0.125
 #: without realtime scheduling, and an overloaded JACK server can stall for longer). The wait
 #: ends as soon as the cycles have run (usually ~5 ms).
 FLUSH_S = 0.5
-#: Bound on the cleanup from a SIGINT/SIGTERM to ``exit_after_signal`` (panic, flush, log):
-#: inside the 1 s the process has to exit, leaving time for the exit itself (~0.1 s when loaded).
-SIGNAL_CLEANUP_S = 0.6
+#: Bound on the panic, flush and log after a SIGINT/SIGTERM: the process should be gone within
+#: 1 s of SIGTERM, and closing the ports and the interpreter's exit come after this.
+SIGNAL_CLEANUP_S = 0.5
 #: The same bound for other endings (``stop``, a lost port, an error), where no deadline applies.
 CLEANUP_S = 3.0
+#: Longest wait at start for the bridge thread to say whether it got realtime scheduling.
+STARTED_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,9 @@ def load_engine(model: str | None, device: str) -> VariationEngine:
 
 
 @contextlib.contextmanager
-def _signals(stop: threading.Event, received: list[int]) -> Iterator[None]:
-    """SIGINT and SIGTERM set ``stop`` and are appended to ``received`` (main thread only).
+def _signals(stop: threading.Event, received: list[int], interrupt: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` and are appended to ``received`` (main thread only); while
+    ``interrupt`` is set (the ``--learn`` prompts) they also raise KeyboardInterrupt.
 
     The main thread waits on ``stop`` with a timeout (a lock wait that a signal interrupts), so
     the handler runs within a millisecond of the signal.
@@ -98,6 +101,8 @@ def _signals(stop: threading.Event, received: list[int]) -> Iterator[None]:
     def handler(signum: int, frame: types.FrameType | None) -> None:
         received.append(signum)
         stop.set()
+        if interrupt.is_set():
+            raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -111,7 +116,10 @@ def _learn(ports: PortPair, options: ServeOptions, attributes: list[str], say: C
     """Run the learn flow on the open input and write the map."""
     events: queue.Queue[tuple[float, Any]] = queue.Queue()
     clock = MonotonicClock()
-    ports.input.set_callback(lambda data: events.put((clock.now(), data)))
+    def take(data: Sequence[int], arrival: float | None = None) -> None:
+        events.put((clock.now(), data))
+
+    ports.input.set_callback(take)
     try:
         start = load_cc_map(options.cc_map) if options.cc_map and options.cc_map.is_file() else None
         cc_map = learn_cc_map(events, attributes, say, start=start, clock=clock)
@@ -134,72 +142,139 @@ def serve(
     engine_loader: Callable[[str | None, str], VariationEngine] | None = None,
     clock: Clock | None = None,
     console: Console | None = None,
-    exit_after_signal: Callable[[int], None] | None = None,
 ) -> int | None:
     """Run the bridge until ``stop`` is set, SIGINT/SIGTERM arrives or a port is lost.
 
     Returns the signal number when SIGINT or SIGTERM ended it, else None. Raises BackendError
-    (after the cleanup) when a port was lost. ``exit_after_signal(signum)``, when given, is
-    called after a signal once the note_offs and All Notes Off have left and the log is closed,
-    before the ports close; a function that ends the process (``os._exit``) skips their slow,
-    unbounded close.
+    (after the cleanup) when a port was lost. Signal handlers (main thread only) are in place
+    before the ports appear, so a signal at any moment after loading ends it the same way.
     """
     stop = stop or threading.Event()
     signals: list[int] = []
     clock = clock or MonotonicClock()
     console = console or Console()
+
     def tell(text: str) -> None:
         console.print(text, highlight=False, soft_wrap=True)
 
     say: Callable[[str], None] = (lambda text: None) if options.quiet else tell
     cc_map = None if options.learn else load_cc_map(options.cc_map)
     engine = (engine_loader or load_engine)(options.model, options.device)
-    ports = open_ports(options.backend, options.port_name, options.in_port, options.out_port)
-    log = JsonLog(options.log) if options.log else None
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arvae-infer")
-    runtime: BridgeRuntime | None = None
-    deadline: float | None = None  # for the cleanup, set when the bridge stops
-    signum: int | None = None  # set only when a signal ended a run without error
-    try:
-        if cc_map is None:
-            cc_map = _learn(ports, options, list(engine.meta.attributes), tell)  # prompts even when quiet
-        core = BridgeCore(options.bridge, engine, ports.output.send, clock, executor, cc_map=cc_map,
-                          log=log.write if log else None)
-        runtime = BridgeRuntime(core, ports.input, clock)
-        cfg = options.bridge
-        say(f"arvae-midi serve ({ports.backend}): play into {ports.input.name!r}, listen on {ports.output.name!r}; "
-            f"mode {cfg.mode}, out channel {cfg.out_channel}, tempo from MIDI clock or {cfg.bpm:g} bpm; Ctrl-C stops")
-        with _signals(stop, signals), StatusDisplay(options.quiet, console) as display:
-            runtime.start()
-            next_check = clock.now() + PORT_CHECK_S
-            while not stop.wait(STATUS_S):
-                display.update(core.status, core.knobs.snapshot())
-                if not runtime.running:
-                    break
-                if clock.now() >= next_check:
-                    next_check = clock.now() + PORT_CHECK_S
-                    lost = ports.lost()
-                    if lost:
-                        runtime.port_lost(lost)
-            # The panic comes first: the bridge thread sends it on its way out.
+    learning = threading.Event()
+    with _signals(stop, signals, learning):
+        ports = open_ports(options.backend, options.port_name, options.in_port, options.out_port)
+        log = None
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arvae-infer")
+        runtime: BridgeRuntime | None = None
+        shut = False
+        try:
+            log = JsonLog(options.log) if options.log else None
+            if cc_map is None:
+                if stop.is_set():  # a signal while the ports opened
+                    return signals[0] if signals else None
+                learning.set()
+                try:
+                    cc_map = _learn(ports, options, list(engine.meta.attributes), tell)  # prompts even when quiet
+                finally:
+                    learning.clear()
+            core = BridgeCore(options.bridge, engine, ports.output.send, clock, executor, cc_map=cc_map,
+                              log=log.write if log else None)
+            runtime = BridgeRuntime(core, ports.input, clock)
+            cfg = options.bridge
+            say(f"arvae-midi serve ({ports.backend}): play into {ports.input.name!r}, listen on "
+                f"{ports.output.name!r}; mode {cfg.mode}, out channel {cfg.out_channel}, tempo from MIDI clock "
+                f"or {cfg.bpm:g} bpm; Ctrl-C stops")
+            with StatusDisplay(options.quiet, console) as display:
+                runtime.start()
+                health = _Watch(ports, runtime, log, clock)
+                if not stop.is_set():
+                    runtime.started.wait(STARTED_S)
+                    for warning in health.warnings():
+                        tell(f"warning: {warning}")
+                next_check = clock.now() + PORT_CHECK_S
+                while not stop.wait(STATUS_S):
+                    display.update(core.status, core.knobs.snapshot(), health.now())
+                    if not runtime.running:
+                        break
+                    if ports.server_gone():  # a flag: checked every refresh, so this ends within 1 s
+                        runtime.port_lost("the JACK server stopped")
+                    elif clock.now() >= next_check:
+                        next_check = clock.now() + PORT_CHECK_S
+                        health.check()
+                        lost = ports.lost()
+                        if lost:
+                            runtime.port_lost(lost)
+                shut = _shut_down(ports, runtime, time.monotonic() + (SIGNAL_CLEANUP_S if signals else CLEANUP_S))
+                display.update(core.status, core.knobs.snapshot(), health.now())
+            if runtime.error is not None:
+                raise runtime.error
+            if core.failed:
+                raise BackendError(f"{core.failed}; the bridge sent all notes off where it still could")
+            return signals[0] if signals else None
+        finally:
             deadline = time.monotonic() + (SIGNAL_CLEANUP_S if signals else CLEANUP_S)
-            runtime.stop("stopped", timeout=_left(deadline))
-            display.update(core.status, core.knobs.snapshot())
-        if runtime.error is not None:
-            raise runtime.error
-        if core.failed:
-            raise BackendError(f"{core.failed}; the bridge sent all notes off where it still could")
-        signum = signals[0] if signals else None
-        return signum
-    finally:
-        if deadline is None:
-            deadline = time.monotonic() + (SIGNAL_CLEANUP_S if signals else CLEANUP_S)
-        if runtime is not None:
-            runtime.stop("stopped", timeout=_left(deadline))
-            ports.flush(min(FLUSH_S, _left(deadline)))
-        executor.shutdown(wait=False, cancel_futures=True)
-        if log is not None:
-            log.close(timeout=max(_left(deadline), 0.1))
-        if signum is not None and exit_after_signal is not None:
-            exit_after_signal(signum)
-        ports.close()
+            if not shut:  # an exception, or an early return, left before the shutdown
+                _shut_down(ports, runtime, deadline)
+            executor.shutdown(wait=False, cancel_futures=True)
+            if log is not None:
+                log.close(timeout=max(_left(deadline), 0.1))
+            if runtime is None or not runtime.running:
+                ports.close()
+            # else: the bridge thread is stuck (a bug) and may still send: leave the ports to the exit
+
+
+def _shut_down(ports: PortPair, runtime: BridgeRuntime | None, deadline: float) -> bool:
+    """Steps 1 to 4 of the shutdown (module docstring), bounded by ``deadline``; returns True."""
+    if runtime is not None:
+        runtime.stop("stopped", timeout=_left(deadline))  # 1. no more input, 2. panic on the bridge thread
+        if not ports.server_gone():
+            ports.flush(min(FLUSH_S, _left(deadline)))  # 3.
+    ports.detach()  # 4.
+    return True
+
+
+class _Watch:
+    """What ``serve`` tells about the setup: realtime scheduling, connections, dropped input.
+
+    Each finding goes to the log once when it changes (event ``health``) and is shown on the
+    status line.
+    """
+
+    def __init__(self, ports: PortPair, runtime: BridgeRuntime, log: JsonLog | None, clock: Clock) -> None:
+        self.ports, self.runtime, self.log, self.clock = ports, runtime, log, clock
+        self.server_rt = ports.server_realtime()
+        self.unconnected = ports.unconnected()
+        self._logged: Health | None = None
+
+    def now(self) -> Health:
+        """The current figures (cheap: no backend calls)."""
+        thread_rt = self.runtime.realtime and getattr(self.ports.input, "realtime", True)
+        dropped = self.runtime.dropped + getattr(self.ports.input, "errors", 0)
+        return Health(dropped=dropped, thread_realtime=thread_rt, server_realtime=self.server_rt,
+                      notes=tuple(self.unconnected))
+
+    def check(self) -> None:
+        """Look at the connections again and log what changed."""
+        self.unconnected = self.ports.unconnected()
+        health = self.now()
+        if self.log is not None and health != self._logged:
+            self.log.write({"event": "health", "t": self.clock.now(), "dropped": health.dropped,
+                            "thread_realtime": health.thread_realtime, "server_realtime": health.server_realtime,
+                            "notes": list(health.notes)})
+        self._logged = health
+
+    def warnings(self) -> list[str]:
+        """The start-up warnings (shown once), also logged."""
+        self.check()
+        out = []
+        if self.server_rt is False:
+            out.append("the JACK server runs without realtime scheduling: under load its cycles run late and "
+                       "MIDI events arrive late or get lost; restart it with 'jackd --realtime' (-R) and "
+                       + REALTIME_HINT)
+        if not self.now().thread_realtime:
+            out.append("the bridge's threads run without realtime (SCHED_FIFO) scheduling, so other programs can "
+                       "delay its notes; " + REALTIME_HINT)
+        if self.log is not None:
+            for text in out:
+                self.log.write({"event": "warning", "t": self.clock.now(), "what": text})
+        return out

@@ -1,7 +1,9 @@
 """The one-line status display and the JSON-lines event log.
 
 The status line shows tempo and its source, bar number, knob values, the input and output
-attributes of the last bar, inference time, deadline margin and the miss / late / error counts.
+attributes of the last bar, inference time, deadline margin, the miss / late / error counts, the
+input events dropped, whether JACK and the bridge's threads run with realtime scheduling, and
+what is missing (an unconnected port; no MIDI clock or note yet).
 On a terminal it is a rich ``Live`` line refreshed a few times a second from the main thread;
 elsewhere (a pipe, a log file) one plain line is printed per bar. ``--log FILE`` writes every
 bridge event as one JSON object per line from a writer thread, so the bridge thread only
@@ -15,6 +17,7 @@ import math
 import queue
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,7 +40,28 @@ def _attrs(values: Mapping[str, float] | None) -> str:
                     for k, v in values.items())
 
 
-def format_status(status: BridgeStatus, knobs: KnobSnapshot) -> str:
+@dataclass(frozen=True)
+class Health:
+    """What the status line tells about the setup rather than the music."""
+
+    dropped: int = 0  # input events the bridge could not take (a flood beyond its queue)
+    thread_realtime: bool = True  # the bridge's threads got SCHED_FIFO
+    server_realtime: bool | None = None  # JACK's cycles run with realtime scheduling (None: not JACK)
+    notes: tuple[str, ...] = ()  # what is missing, e.g. "nothing plays into 'arvae-midi:in'"
+
+
+def _health(health: Health, status: BridgeStatus) -> list[str]:
+    rt = "rt" if health.thread_realtime else "no-rt"
+    if health.server_realtime is not None:
+        rt += " jack " + ("rt" if health.server_realtime else "no-rt")
+    parts = [f"drop {health.dropped} {rt}"]
+    parts += health.notes
+    if status.state == "waiting" and status.bar < 0:
+        parts.append("waiting for MIDI clock (Start) or a note")
+    return parts
+
+
+def format_status(status: BridgeStatus, knobs: KnobSnapshot, health: Health | None = None) -> str:
     """The status line as plain text."""
     knob_text = " ".join(f"{SHORT.get(k, k[:3])} {'-' if v is None else v}" for k, v in knobs.values.items())
     freeze = " FROZEN" if knobs.freeze else ""
@@ -53,6 +77,8 @@ def format_status(status: BridgeStatus, knobs: KnobSnapshot) -> str:
         f"inference {inference}{margin}",
         f"miss {status.misses} late {status.late} err {status.errors}",
     ]
+    if health is not None:
+        parts += _health(health, status)
     if status.message:
         parts.append(status.message)
     return " | ".join(parts)
@@ -74,11 +100,11 @@ class StatusDisplay:
             self._live.__enter__()
         return self
 
-    def update(self, status: BridgeStatus, knobs: KnobSnapshot) -> None:
+    def update(self, status: BridgeStatus, knobs: KnobSnapshot, health: Health | None = None) -> None:
         """Show the latest figures."""
         if self.quiet:
             return
-        text = format_status(status, knobs)
+        text = format_status(status, knobs, health)
         if self._live is not None:
             self._live.update(Text(text, no_wrap=True, overflow="ellipsis"))
         elif status.bar != self._last_bar or (status.state != "playing" and text != self._last_text):

@@ -26,10 +26,10 @@ from arvae_midi.midi_bridge.bridge import BridgeCore
 from arvae_midi.midi_bridge.clock import MonotonicClock, pulse_period
 from arvae_midi.midi_bridge.config import BridgeConfig
 from arvae_midi.midi_bridge.knobs import load_cc_map
-from arvae_midi.midi_bridge.memory import MemoryInput, MemoryOutput
 from arvae_midi.midi_bridge.runtime import BridgeRuntime
 from arvae_midi.midi_bridge.serve import ServeOptions, serve
 from tests.midi_bridge.harness import FakeEngine, sounding_after
+from tests.midi_bridge.memory import MemoryInput, MemoryOutput
 
 BPM = 300
 
@@ -112,14 +112,32 @@ class FakePair:
     backend: str = "memory"
     gone: str | None = None
     closed: bool = False
+    steps: list[str] = field(default_factory=list)  # shutdown steps, with the output sent before each
+
+    def _step(self, name: str) -> None:
+        self.steps.append(f"{name} after {len(self.output.messages)} sent")
 
     def lost(self) -> str | None:
         return self.gone
 
+    def server_gone(self) -> bool:
+        return False
+
+    def unconnected(self) -> list[str]:
+        return []
+
+    def server_realtime(self) -> bool | None:
+        return None
+
     def flush(self, timeout: float) -> bool:
+        self._step("flush")
         return True
 
+    def detach(self) -> None:
+        self._step("detach")
+
     def close(self) -> None:
+        self._step("close")
         self.closed = True
 
 
@@ -194,45 +212,40 @@ def test_sigterm_stops_serve_cleanly(pair: FakePair) -> None:
     assert pair.closed
 
 
-def test_exit_after_signal_comes_after_the_panic_and_before_the_ports_close(pair: FakePair, tmp_path: Path) -> None:
-    """The command line's early exit: everything silent and logged by then, ports still open."""
-    seen: list[tuple[int, list[str], bool, str]] = []
-
-    def exit_after_signal(signum: int) -> None:  # the CLI ends the process here (os._exit)
-        seen.append((signum, _texts(pair.output), pair.closed, (tmp_path / "log.jsonl").read_text()))
+def test_shutdown_runs_in_order_after_a_signal(pair: FakePair, tmp_path: Path) -> None:
+    """Panic, then flush, then detach, then close, all before serve returns; the log is complete."""
 
     def terminate() -> None:
         _wait_for(lambda: pair.input._callback is not None)
         pair.input.inject([0x90, 60, 100])
+        _wait_for(lambda: pair.output.messages)
         os.kill(os.getpid(), signal.SIGTERM)
 
     killer = threading.Thread(target=terminate)
     killer.start()
-    result = serve(ServeOptions(bridge=BridgeConfig(thru=True), quiet=True, log=tmp_path / "log.jsonl"),
-                   exit_after_signal=exit_after_signal)
+    result = serve(ServeOptions(bridge=BridgeConfig(thru=True), quiet=True, log=tmp_path / "log.jsonl"))
     killer.join()
     assert result == signal.SIGTERM
-    ((signum, sent, closed, log),) = seen
-    assert signum == signal.SIGTERM and not closed
-    assert sent == ["note_on 60", "note_off 60", "control_change 123"]
-    assert '"event": "shutdown"' in log.splitlines()[-1]
-    assert pair.closed  # when the callback returns (in-process), the ports still close
+    assert _texts(pair.output) == ["note_on 60", "note_off 60", "control_change 123"]
+    assert pair.steps[:3] == ["flush after 3 sent", "detach after 3 sent", "close after 3 sent"]
+    assert pair.input._callback is None and pair.closed
+    assert '"event": "shutdown"' in (tmp_path / "log.jsonl").read_text().splitlines()[-1]
 
 
-def test_exit_after_signal_is_not_called_without_a_signal(pair: FakePair) -> None:
-    stop = threading.Event()
-    called: list[int] = []
-    results: list[int | None] = []
+def test_a_signal_while_the_ports_open_ends_serve_cleanly(pair: FakePair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handlers are installed before the ports appear: a signal then is a clean stop, not a kill."""
+    opened: list[FakePair] = []
 
-    def run() -> None:
-        results.append(serve(ServeOptions(quiet=True), stop, exit_after_signal=called.append))
+    def open_then_signal(*args: object) -> FakePair:
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the ports open
+        opened.append(pair)
+        return pair
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    _wait_for(lambda: pair.input._callback is not None)
-    stop.set()
-    thread.join(5)
-    assert results == [None] and called == [] and pair.closed
+    monkeypatch.setattr(serve_module, "open_ports", open_then_signal)
+    assert serve(ServeOptions(quiet=True)) == signal.SIGINT
+    assert opened and pair.closed
+    assert _texts(pair.output) == ["control_change 123"]
+    assert pair.steps == ["flush after 1 sent", "detach after 1 sent", "close after 1 sent"]
 
 
 def test_serve_learn_writes_the_map_then_serves_with_it(pair: FakePair, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""In-memory ports: the bridge without any MIDI backend (tests, and anything embedding it).
+"""In-memory ports for tests: the bridge without any MIDI backend.
 
 They satisfy :class:`~arvae_midi.midi_bridge.ports.InputPort` and
 :class:`~arvae_midi.midi_bridge.ports.OutputPort` like the rtmidi ports do.
@@ -11,23 +11,25 @@ from collections.abc import Callable, Sequence
 
 import mido
 
+from arvae_midi.midi_bridge.ports import InputCallback
+
 
 class MemoryInput:
     """In-memory input for tests: :meth:`inject` delivers bytes to the callback."""
 
     def __init__(self, name: str = "memory in") -> None:
         self.name = name
-        self._callback: Callable[[Sequence[int]], None] | None = None
+        self._callback: InputCallback | None = None
         self.closed = False
 
-    def set_callback(self, callback: Callable[[Sequence[int]], None] | None) -> None:
+    def set_callback(self, callback: InputCallback | None) -> None:
         """Route injected events to ``callback``."""
         self._callback = callback
 
     def inject(self, data: Sequence[int] | mido.Message) -> None:
-        """Deliver one event as the backend would (from the caller's thread)."""
+        """Deliver one event as a port's input thread would (from the caller's thread, arriving now)."""
         if self._callback is not None:
-            self._callback(data.bytes() if isinstance(data, mido.Message) else list(data))
+            self._callback(data.bytes() if isinstance(data, mido.Message) else list(data), None)
 
     def close(self) -> None:
         """Stop delivering."""

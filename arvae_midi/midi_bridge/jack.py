@@ -1,0 +1,152 @@
+"""What the bridge asks libjack directly (through ctypes), beside python-rtmidi's clients.
+
+RtMidi (thestk/rtmidi, ``RtMidi.cpp``) opens one JACK client per ``MidiIn``/``MidiOut`` and
+reports neither the server going away, nor the port's connections, nor whether the server runs
+with realtime scheduling. :class:`JackWatch` opens one more client that is never activated (it
+has no process callback, so it takes no part in the process graph and adds no work to JACK's
+cycle) and answers those questions from the server's shared state.
+
+:func:`silence_libjack` stops libjack printing its own diagnostics on stderr (after a server
+dies, JACK2's client library prints a dozen lines such as "Cannot read socket fd" before the
+bridge can say what happened in one line). Only libjack's messages go; the rest of the process
+keeps its stderr.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+import time
+from typing import Any
+
+from arvae_midi.errors import BackendError
+
+#: Poll period while waiting for JACK cycles (seconds).
+CYCLE_POLL_S = 0.001
+_JACK_NO_START_SERVER = 0x01
+_SHUTDOWN_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+#: ctypes callbacks handed to libjack must outlive every client they were given to: a callback
+#: freed while libjack can still call it is a crash, so they are kept for the process's life.
+_KEEP_ALIVE: list[Any] = []
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_silenced = False
+
+
+def libjack() -> ctypes.CDLL:
+    """The process's libjack (the same instance python-rtmidi uses); OSError when absent."""
+    global _lib
+    with _lock:
+        if _lib is None:
+            lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
+            lib.jack_client_open.restype = ctypes.c_void_p
+            lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+            lib.jack_on_shutdown.argtypes = [ctypes.c_void_p, _SHUTDOWN_T, ctypes.c_void_p]
+            lib.jack_client_close.argtypes = [ctypes.c_void_p]
+            lib.jack_last_frame_time.argtypes = [ctypes.c_void_p]
+            lib.jack_last_frame_time.restype = ctypes.c_uint32
+            lib.jack_is_realtime.argtypes = [ctypes.c_void_p]
+            lib.jack_port_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            lib.jack_port_by_name.restype = ctypes.c_void_p
+            lib.jack_port_connected.argtypes = [ctypes.c_void_p]
+            lib.jack_set_error_function.argtypes = [ctypes.c_void_p]
+            lib.jack_set_info_function.argtypes = [ctypes.c_void_p]
+            _lib = lib
+        return _lib
+
+
+def silence_libjack() -> bool:
+    """Route libjack's error and info messages to a C function that ignores them; True when done.
+
+    The handler must be C: libjack calls it from its own threads (the process thread included),
+    where a Python callback would have to take the GIL. libjack wants ``void f(const char *)``;
+    libc's ``strlen`` reads the message and returns a length the caller ignores, which on every
+    C ABI is the same as doing nothing (the return value only lives in a register).
+    """
+    global _silenced
+    if _silenced:
+        return True
+    try:
+        lib = libjack()
+        libc = ctypes.CDLL(None)
+        noop = ctypes.cast(libc.strlen, ctypes.c_void_p)
+        lib.jack_set_error_function(noop)
+        lib.jack_set_info_function(noop)
+    except (OSError, AttributeError):
+        return False
+    _silenced = True
+    return True
+
+
+class JackWatch:
+    """An inactive libjack client: server loss, process cycles, realtime mode, port connections.
+
+    The shutdown callback is the one piece of Python libjack ever calls, and only once, when the
+    server goes away: libjack calls it from the client's notification thread (an inactive client
+    has no process thread), and it only sets a flag.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.dead = False
+        self._lib = libjack()
+        callback = _SHUTDOWN_T(self._on_shutdown)
+        _KEEP_ALIVE.append(callback)
+        status = ctypes.c_int(0)
+        self._client: int | None = self._lib.jack_client_open(name.encode(), _JACK_NO_START_SERVER,
+                                                              ctypes.byref(status))
+        if not self._client:
+            raise BackendError(f"jack: cannot open a client (status {status.value:#x}); no JACK server running")
+        self._lib.jack_on_shutdown(self._client, callback, None)
+
+    def _on_shutdown(self, _arg: object) -> None:
+        self.dead = True
+
+    @property
+    def usable(self) -> bool:
+        """True while the client is open and its server alive."""
+        return bool(self._client) and not self.dead
+
+    def realtime(self) -> bool | None:
+        """Whether the server runs its cycles with realtime scheduling (None: cannot tell)."""
+        if not self.usable:
+            return None
+        return bool(self._lib.jack_is_realtime(self._client))
+
+    def connections(self, port: str) -> int | None:
+        """How many connections the port ``port`` ("client:port") has (None: no such port)."""
+        if not self.usable:
+            return None
+        handle = self._lib.jack_port_by_name(self._client, port.encode())
+        if not handle:
+            return None
+        return int(self._lib.jack_port_connected(handle))
+
+    def wait_cycles(self, cycles: int, timeout: float) -> bool:
+        """Wait until the server has started ``cycles`` new process cycles; False after ``timeout`` s
+        or when the server is gone.
+
+        The frame time of the current cycle lives in the server's shared memory, so an inactive
+        client can read it; it changes once per cycle (by the period, e.g. 64 frames).
+        """
+        if not self.usable:
+            return False
+        deadline = time.monotonic() + timeout
+        last = self._lib.jack_last_frame_time(self._client)
+        seen = 0
+        while seen < cycles:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(CYCLE_POLL_S)
+            if not self.usable:  # the shared memory may be going away with the server
+                return False
+            now = self._lib.jack_last_frame_time(self._client)
+            if now != last:
+                seen, last = seen + 1, now
+        return True
+
+    def close(self) -> None:
+        """Close the client (not after the server died: there is nothing to close then)."""
+        if self._client and not self.dead:
+            self._lib.jack_client_close(self._client)
+        self._client = None
