@@ -19,6 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from arvae_midi.core.constants import DEFAULT_VELOCITY
 from arvae_midi.errors import OffGridError
 
 HOLD = "__"
@@ -119,7 +120,7 @@ class Note:
     pitch: int
     start: float
     end: float
-    velocity: int = 90
+    velocity: int = DEFAULT_VELOCITY
 
 
 def nearest_tick(position: float) -> int:
@@ -173,7 +174,7 @@ def tokens_to_notes(
     tokens: np.ndarray,
     vocab: Vocabulary,
     offset: float = 0.0,
-    velocity: int = 90,
+    velocity: int = DEFAULT_VELOCITY,
     tick_positions: np.ndarray = TICK_BOUNDARIES,
 ) -> list[Note]:
     """Token ids of one sequence -> notes, timed in beats from ``offset``.

@@ -27,14 +27,13 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
+from arvae_midi.core.constants import SPLITS
 from arvae_midi.core.tokens import DMELODIES_TICKS, TICKS_PER_BAR, Vocabulary
 from arvae_midi.errors import DatasetError
 from arvae_midi.train.dmelodies import FACTOR_NAMES
 
 #: dMelodies factor columns in npz order (reference-impl.md §2.1).
 DMELODIES_FACTOR_NAMES: tuple[str, ...] = FACTOR_NAMES
-#: Split ids used in the ``split`` column.
-SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 #: dMelodies train / val fractions (the rest is test), as the reference's ``split=(0.70, 0.20)``.
 DMELODIES_FRACTIONS = (0.70, 0.20)
 
