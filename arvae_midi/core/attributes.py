@@ -1,6 +1,6 @@
 """The four musical attributes of a measure, vectorised over (N, 24) token-id arrays.
 
-Definitions follow the AR-VAE reference (reference-impl.md §1.5, paper Appendix A):
+Definitions follow the AR-VAE reference (docs/reference.md §1.5, paper Appendix A):
 
 * rhythmic_complexity: Toussaint-style weighted onset sum / sum of weights, in [0, 1];
 * note_density: onsets / 24, in [0, 1];

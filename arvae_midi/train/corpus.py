@@ -11,7 +11,7 @@ issue-3 contract and a :class:`DatasetSummary`; :func:`save_dataset` writes them
    ``$ARVAE_MIDI_CACHE`` or ``~/.cache/arvae-midi``), so a second build only reads the cache;
 3. drop exact duplicates (same tokens up to transposition; the corpus holds a few tunes twice);
 4. transpose every line by every semitone ``s`` with ``low - min_pitch <= s <= high - max_pitch``
-   (reference-impl.md §1.2; lines wider than the range give nothing and count as dropped), done
+   (docs/reference.md §1.2; lines wider than the range give nothing and count as dropped), done
    on token ids, and cut into 24-tick bars (real bars: no START/END padding bars);
 5. split 80/10/10 by a hash of the tune's corpus id (all bars and transpositions of a tune, and
    all voices of a chorale, share a split; the split of a tune does not depend on which other
