@@ -61,3 +61,9 @@ def test_in_process_callers_get_the_typed_exception(tmp_path: Path) -> None:
 def test_usage_errors_are_status_2() -> None:
     res = runner.invoke(app, ["vary", "--no-such-option"])
     assert res.exit_code == 2
+
+
+def test_the_cli_and_the_runtime_helpers_import_without_torch() -> None:
+    code = ("import sys, arvae_midi.cli, arvae_midi.plotting, arvae_midi.progress, arvae_midi.engine.feeds; "
+            "sys.exit('torch' in sys.modules)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
