@@ -39,13 +39,14 @@ from typing import Any
 import numpy as np
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
+from arvae_midi.core.constants import SPLITS
 from arvae_midi.core.scales import allowed_pitch_classes, in_scale_share, token_mask
 from arvae_midi.core.tokens import Vocabulary
 from arvae_midi.engine.engine import DEFAULT_CANDIDATES, Engine
 from arvae_midi.errors import DatasetError
 
 GOAL_SPEARMAN = 0.9
-TEST_SPLIT = 2
+TEST_SPLIT = SPLITS["test"]
 
 
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -14,8 +14,9 @@ Within one thread setting the four (backend, batch) cases run round-robin, one c
 iteration, so load spikes on a shared machine hit them alike. With a CUDA GPU and
 onnxruntime-gpu, CUDA figures are added. The last stdout line is JSON: p50/p99/mean in ms per
 case (plus the calling thread's CPU time on one thread: the latency without preemption when the
-machine is shared), speed-ups (torch / onnxruntime at equal threads and batch) and the goals of
-DESIGN.md: onnxruntime p99 <= 2 ms at batch 1 on one thread, and >= 3x faster than torch eager.
+machine is shared), speed-ups (torch / onnxruntime at equal threads and batch) and the goals (the performance
+budgets in docs/architecture.md): onnxruntime p99 <= 2 ms at batch 1 on one thread, and >= 3x
+faster than torch eager.
 """
 
 from __future__ import annotations

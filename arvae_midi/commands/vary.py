@@ -8,12 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from arvae_midi.core.attributes import ATTRIBUTE_NAMES, ATTRIBUTE_SHORT
+from arvae_midi.core.constants import DEFAULT_CANDIDATES, KNOB_MAX
 from arvae_midi.errors import ConfigError
-
-KNOB_MAX = 127
-#: Closed-loop candidates per variation; equals ``engine.DEFAULT_CANDIDATES`` (not imported here:
-#: the engine pulls in onnxruntime, and command modules import heavy dependencies lazily).
-CANDIDATES = 32
 
 
 def parse_knob_settings(items: list[str]) -> dict[str, int]:
@@ -45,7 +42,8 @@ def vary(
     model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped default model).")] = None,
     knob: Annotated[
         list[str] | None,
-        typer.Option("--set", help="ATTRIBUTE=0..127 (repeatable); unset attributes keep each bar's own value."),
+        typer.Option("--set", help=f"ATTRIBUTE=0..{KNOB_MAX} (repeatable); unset attributes keep each bar's own "
+                     "value."),
     ] = None,
     amount: Annotated[float, typer.Option(min=0.0, max=1.0, help="Noise on the free latent dims, 0..1.")] = 0.0,
     variations: Annotated[int, typer.Option(min=1, max=64, help="Variations per bar, written one after another.")] = 1,
@@ -54,7 +52,7 @@ def vary(
         int,
         typer.Option(min=1, max=64, help="Candidates decoded per variation when a knob is set; the one nearest "
                      "the knob targets is kept (1 = raw latent traversal)."),
-    ] = CANDIDATES,
+    ] = DEFAULT_CANDIDATES,
     key_lock: Annotated[
         bool, typer.Option("--key-lock/--no-key-lock", help="Keep each bar's variations in that bar's scale.")
     ] = True,
@@ -68,7 +66,6 @@ def vary(
     knobs = parse_knob_settings(knob or [])
     import numpy as np
 
-    from arvae_midi.core.attributes import ATTRIBUTE_NAMES
     from arvae_midi.core.midi import bars_to_notes, read_midi, write_midi
     from arvae_midi.engine.engine import Engine
 
@@ -101,9 +98,7 @@ def vary(
     from rich.console import Console
     from rich.table import Table
 
-    short = {"rhythmic_complexity": "rhythm", "note_density": "density", "pitch_range": "range",
-             "contour": "contour"}  # fmt: skip
-    table = Table("bar", "var", *(f"{short[a]} in→out" for a in ATTRIBUTE_NAMES),
+    table = Table("bar", "var", *(f"{ATTRIBUTE_SHORT[a]} in→out" for a in ATTRIBUTE_NAMES),
                   title=f"{midi_file.name} -> {out.name}: {len(bars)} bars x {variations} at {song.bpm:g} bpm "
                         f"({engine.provider})")  # fmt: skip
     for row in rows:

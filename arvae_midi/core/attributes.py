@@ -1,6 +1,6 @@
 """The four musical attributes of a measure, vectorised over (N, 24) token-id arrays.
 
-Definitions follow the AR-VAE reference (reference-impl.md §1.5, paper Appendix A):
+Definitions follow the AR-VAE reference (docs/reference.md §1.5, paper Appendix A):
 
 * rhythmic_complexity: Toussaint-style weighted onset sum / sum of weights, in [0, 1];
 * note_density: onsets / 24, in [0, 1];
@@ -17,6 +17,9 @@ import numpy as np
 from arvae_midi.core.tokens import TICKS_PER_BAR, Vocabulary
 
 ATTRIBUTE_NAMES: tuple[str, ...] = ("rhythmic_complexity", "note_density", "pitch_range", "contour")
+#: Short forms for narrow displays (table headers, the bridge's status line).
+ATTRIBUTE_SHORT: dict[str, str] = {"rhythmic_complexity": "rhy", "note_density": "den", "pitch_range": "rng",
+                                   "contour": "con"}  # fmt: skip
 
 #: Inverse metrical weights per tick (beats 1..4 x fractions 0, 1/4, 1/3, 1/2, 2/3, 3/4).
 #: Downbeats weigh little, off-beat 16ths and triplets a lot; sum = 27.79.

@@ -14,6 +14,7 @@ from pathlib import Path
 import mido
 import numpy as np
 
+from arvae_midi.core.constants import DEFAULT_VELOCITY
 from arvae_midi.core.tokens import (
     BEATS_PER_BAR,
     Note,
@@ -45,8 +46,8 @@ class MidiSong:
         return np.stack([quantize_bar(bar, vocab) for bar in self.bars])
 
     def bar_velocities(self) -> list[int]:
-        """Mean velocity of each bar's notes (90 for a silent bar)."""
-        return [int(round(np.mean([n.velocity for n in bar]))) if bar else 90 for bar in self.bars]
+        """Mean velocity of each bar's notes (``DEFAULT_VELOCITY`` for a silent bar)."""
+        return [int(round(np.mean([n.velocity for n in bar]))) if bar else DEFAULT_VELOCITY for bar in self.bars]
 
 
 def read_midi(path: str | Path) -> MidiSong:
@@ -129,6 +130,6 @@ def bars_to_notes(
     """Token bars (n, 24) -> notes laid out bar after bar from ``first_bar``."""
     notes: list[Note] = []
     for i, bar in enumerate(np.asarray(bars)):
-        vel = velocities[i] if velocities else 90
+        vel = velocities[i] if velocities else DEFAULT_VELOCITY
         notes.extend(tokens_to_notes(bar, vocab, offset=(first_bar + i) * BEATS_PER_BAR, velocity=vel))
     return notes

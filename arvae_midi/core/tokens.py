@@ -1,7 +1,7 @@
 """Measure grid, vocabulary and conversions between timed notes and tokens.
 
 A 4/4 measure is 24 tokens: 4 beats x 6 ticks at beat fractions 0, 1/4, 1/3, 1/2, 2/3, 3/4,
-the union of 16th-note and 8th-triplet positions (reference-impl.md §1.1). A token is
+the union of 16th-note and 8th-triplet positions (docs/reference.md §1.1). A token is
 
 * ``HOLD`` (``"__"``): the event of the previous tick continues,
 * ``REST`` (``"rest"``): a rest starts at this tick,
@@ -19,6 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from arvae_midi.core.constants import DEFAULT_VELOCITY
 from arvae_midi.errors import OffGridError
 
 HOLD = "__"
@@ -44,7 +45,7 @@ TICK_DURATIONS = np.diff(TICK_BOUNDARIES)
 
 DEFAULT_PITCH_RANGE = (55, 84)  # G3..C6, the reference's range
 
-#: dMelodies: 2 bars of 8th notes = 16 tokens, MIDI 60..109 (reference-impl.md §2.3).
+#: dMelodies: 2 bars of 8th notes = 16 tokens, MIDI 60..109 (docs/reference.md §2.3).
 DMELODIES_TICKS = 16
 DMELODIES_TICKS_PER_BEAT = 2
 DMELODIES_PITCH_RANGE = (60, 109)
@@ -119,7 +120,7 @@ class Note:
     pitch: int
     start: float
     end: float
-    velocity: int = 90
+    velocity: int = DEFAULT_VELOCITY
 
 
 def nearest_tick(position: float) -> int:
@@ -173,7 +174,7 @@ def tokens_to_notes(
     tokens: np.ndarray,
     vocab: Vocabulary,
     offset: float = 0.0,
-    velocity: int = 90,
+    velocity: int = DEFAULT_VELOCITY,
     tick_positions: np.ndarray = TICK_BOUNDARIES,
 ) -> list[Note]:
     """Token ids of one sequence -> notes, timed in beats from ``offset``.

@@ -17,13 +17,12 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
+from arvae_midi.core.constants import KNOB_STEPS
 from arvae_midi.core.tokens import Vocabulary
 from arvae_midi.engine.metadata import Calibration
 from arvae_midi.errors import ConfigError
 from arvae_midi.progress import Progress, ProgressFn
 
-#: Knob positions: MIDI CC values 0..127.
-KNOB_STEPS = 128
 DEFAULT_POINTS = 33
 DEFAULT_PERCENTILES = (1.0, 99.0)
 #: Rows per decode call while calibrating (bounds memory, keeps batches efficient).

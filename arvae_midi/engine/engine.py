@@ -28,20 +28,18 @@ import numpy as np
 import onnxruntime as ort
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
+from arvae_midi.core.constants import DEFAULT_CANDIDATES
 from arvae_midi.core.scales import allowed_pitch_classes, token_mask
 from arvae_midi.core.tokens import REST_ID
 from arvae_midi.engine.calibration import KNOB_STEPS, knob_attribute, knob_table
 from arvae_midi.engine.feeds import GraphFeeds
 from arvae_midi.engine.metadata import INPUTS, MASK_FORBIDDEN, METADATA_KEY, OUTPUTS, ModelMetadata, parse_metadata
 from arvae_midi.errors import ConfigError, ModelFileError
+from arvae_midi.presets import DEFAULT_MODEL  # the shipped model, used when no path is given
 
-#: The model shipped with the package, used when no path is given.
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "presets" / "default.onnx"
 DEVICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-#: Candidates decoded per variation when a knob is set (1 = raw latent traversal).
-DEFAULT_CANDIDATES = 32
 #: Entropy word that separates the closed loop's random stream from the ``amount`` noise's.
 _LOOP_STREAM = 0x6C6F6F70
 #: Smallest attribute span the closed loop divides by (a flat, uncontrolled calibration).

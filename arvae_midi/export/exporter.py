@@ -28,6 +28,7 @@ import torch
 from onnx import helper
 
 from arvae_midi import __version__
+from arvae_midi.core.constants import SPLITS
 from arvae_midi.core.tokens import TICK_POSITIONS, TICKS_PER_BAR, TICKS_PER_BEAT, Vocabulary
 from arvae_midi.engine.calibration import DEFAULT_POINTS, calibrate
 from arvae_midi.engine.feeds import session_functions
@@ -187,6 +188,6 @@ def export_run(
         recipe=run.info.get("recipe", {}),
         metrics=read_eval(run.run_dir) or {},
         data={"path": str(token_data.path), "kind": token_data.kind, "rows": len(token_data),
-              "heldout_split": split, "heldout_rows": int((token_data.split == {"val": 1, "test": 2}[split]).sum())},
+              "heldout_split": split, "heldout_rows": int((token_data.split == SPLITS[split]).sum())},
         config=cfg, progress=progress,
     )

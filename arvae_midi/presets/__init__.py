@@ -12,6 +12,8 @@ from arvae_midi.errors import ConfigError
 
 #: Folder holding the shipped presets.
 PRESET_DIR = Path(__file__).resolve().parent
+#: The shipped default model: what ``vary``, ``serve``, ``demo`` and ``info`` load without ``--model``.
+DEFAULT_MODEL = PRESET_DIR / "default.onnx"
 
 
 def _is_recipe(path: Path) -> bool:

@@ -1,4 +1,4 @@
-"""The dMelodies CNN VAE (``dmelodies_benchmarking``'s ``DMelodiesCNNVAE``, reference-impl.md §3.2).
+"""The dMelodies CNN VAE (``dmelodies_benchmarking``'s ``DMelodiesCNNVAE``, docs/reference.md §3.2).
 
 Encoder: embedding (B, T, E) -> (B, E, T) -> n x [Conv1d(k 4, stride 2, pad 1) -> SELU -> Dropout]
 with widths ``cnn_channels`` (16, 32, 64, 128: length 16 -> 8 -> 4 -> 2 -> 1) -> mean over time ->

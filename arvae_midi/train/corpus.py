@@ -11,7 +11,7 @@ issue-3 contract and a :class:`DatasetSummary`; :func:`save_dataset` writes them
    ``$ARVAE_MIDI_CACHE`` or ``~/.cache/arvae-midi``), so a second build only reads the cache;
 3. drop exact duplicates (same tokens up to transposition; the corpus holds a few tunes twice);
 4. transpose every line by every semitone ``s`` with ``low - min_pitch <= s <= high - max_pitch``
-   (reference-impl.md §1.2; lines wider than the range give nothing and count as dropped), done
+   (docs/reference.md §1.2; lines wider than the range give nothing and count as dropped), done
    on token ids, and cut into 24-tick bars (real bars: no START/END padding bars);
 5. split 80/10/10 by a hash of the tune's corpus id (all bars and transpositions of a tune, and
    all voices of a chorale, share a split; the split of a tune does not depend on which other
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from arvae_midi.core.attributes import compute_attributes
+from arvae_midi.core.constants import SPLITS
 from arvae_midi.core.tokens import TICKS_PER_BAR, Vocabulary
 from arvae_midi.errors import ConfigError, DatasetError
 from arvae_midi.progress import Progress, ProgressFn, reporter
@@ -51,7 +52,7 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "folk-chorales": ("folk", "chorales"),
 }
 VOICE_MODES = ("soprano", "all")
-SPLIT_NAMES = ("train", "val", "test")
+SPLIT_NAMES = tuple(SPLITS)  # in id order
 
 
 @dataclass
@@ -171,10 +172,12 @@ def augment_line(tokens: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.
 
 
 def split_of(key: str, fractions: tuple[float, float] = (0.8, 0.1), seed: int = 0) -> int:
-    """0 train / 1 val / 2 test for a split key, from a salted SHA-256 (stable across builds)."""
+    """The split id (:data:`~arvae_midi.core.constants.SPLITS`) of a split key, from a salted
+    SHA-256 (stable across builds)."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
-    return 0 if u < fractions[0] else 1 if u < fractions[0] + fractions[1] else 2
+    name = "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
+    return SPLITS[name]
 
 
 def _canonical(tokens: np.ndarray) -> bytes:

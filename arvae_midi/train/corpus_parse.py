@@ -3,7 +3,7 @@
 One *line* is one monophonic melody (a folk tune, or one voice of a chorale) as a flat array of
 token ids, 24 per 4/4 bar, in the full-range vocabulary :data:`FULL_VOCAB` (MIDI 0..127, so
 transposition can later shift pitches into any range without re-parsing). How a score becomes a
-line (the choices are the reference's, reference-impl.md §1.1-1.2, unless marked *ours*):
+line (the choices are the reference's, docs/reference.md §1.1-1.2, unless marked *ours*):
 
 * repeats are expanded (music21 ``expandRepeats``; a failure drops the tune);
 * a pickup is padded with a rest so that beat 0 of the line is a barline; bars are the real

@@ -1,4 +1,4 @@
-"""Token datasets: npz files (issue 3 contract) -> :class:`TokenData` -> torch loaders.
+"""Token datasets: npz files (as `arvae-midi dataset` writes them) -> :class:`TokenData` -> torch loaders.
 
 Two kinds of file are accepted (the builder is ``arvae-midi dataset``):
 
@@ -6,7 +6,7 @@ Two kinds of file are accepted (the builder is ``arvae-midi dataset``):
   :data:`~arvae_midi.core.attributes.ATTRIBUTE_NAMES` order, ``split`` (M,) 0 train / 1 val / 2 test,
   ``vocab`` (array of str), optionally ``tune`` (M,);
 * dMelodies: ``tokens`` (N, 16) int, ``factors`` (N, 9) int, ``vocab``. No split is shipped: as in
-  the reference loader (reference-impl.md §2.5) the rows are shuffled once with a seed and cut
+  the reference loader (docs/reference.md §2.5) the rows are shuffled once with a seed and cut
   70 / 20 / 10 into train / val / test, so the split depends on the recipe's seed.
 
 Batches are fetched with one fancy-indexing call per batch (``__getitems__``), not one Python
@@ -27,14 +27,13 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
+from arvae_midi.core.constants import SPLITS
 from arvae_midi.core.tokens import DMELODIES_TICKS, TICKS_PER_BAR, Vocabulary
 from arvae_midi.errors import DatasetError
 from arvae_midi.train.dmelodies import FACTOR_NAMES
 
-#: dMelodies factor columns in npz order (reference-impl.md §2.1).
+#: dMelodies factor columns in npz order (docs/reference.md §2.1).
 DMELODIES_FACTOR_NAMES: tuple[str, ...] = FACTOR_NAMES
-#: Split ids used in the ``split`` column.
-SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 #: dMelodies train / val fractions (the rest is test), as the reference's ``split=(0.70, 0.20)``.
 DMELODIES_FRACTIONS = (0.70, 0.20)
 

@@ -1,6 +1,6 @@
 """The dMelodies dataset, generated from its rules, fully vectorised in numpy.
 
-dMelodies (Pati, Gururani & Lerch 2020; reference-impl.md §2) is every 2-bar melody of 12
+dMelodies (Pati, Gururani & Lerch 2020; docs/reference.md §2) is every 2-bar melody of 12
 eighth-note arpeggio notes fixed by 9 independent factors:
 
 ==  ============  =====  ========================================================
@@ -209,7 +209,7 @@ def factors_from_tokens(tokens: np.ndarray) -> np.ndarray:
     """Recover the 9 factors from token rows (N, 16); -1 where a factor cannot be determined.
 
     Exact on dMelodies melodies; on other rows (e.g. a model's output) it follows the reference
-    loader's estimators (reference-impl.md §2.5):
+    loader's estimators (docs/reference.md §2.5):
 
     * tonic / octave: from the lowest of the first 3 notes (octave -1 outside octaves 4..6);
     * scale: the first of major, minor, blues whose pitch classes (relative to that root) contain

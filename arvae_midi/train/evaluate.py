@@ -2,7 +2,7 @@
 
 :func:`evaluate_run` loads ``RUN_DIR`` (:func:`arvae_midi.train.checkpoint.load_run`) and its
 dataset, encodes a seeded random subset of the split in batches, and reports, for the sampled z
-(as the reference, reference-impl.md §5.3) and for the posterior means:
+(as the reference, docs/reference.md §5.3) and for the posterior means:
 
 * the AR-VAE metrics (:mod:`arvae_midi.train.metrics`) against the run's labels (the four
   attributes, or the nine dMelodies factors treated as continuous values);

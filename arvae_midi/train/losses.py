@@ -1,4 +1,4 @@
-"""Losses and KL schedules of AR-VAE and the dMelodies baselines (reference-impl.md §1.4, §3.3).
+"""Losses and KL schedules of AR-VAE and the dMelodies baselines (docs/reference.md §1.4, §3.3).
 
 * :func:`reconstruction_loss`: token cross-entropy, mean over all B x T tokens.
 * :func:`kl_divergence`: KL(q(z|x) || N(0, I)) per sample, (B,); the objectives use its batch mean.

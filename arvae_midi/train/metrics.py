@@ -2,7 +2,7 @@
 
 Inputs everywhere: ``latents`` (N, Z) float (sampled z or posterior means) and ``labels``
 (N, K) float (attribute values). Definitions follow ``ashispati/ar-vae:utils/evaluation.py``
-(reference-impl.md §1.7):
+(docs/reference.md §1.7):
 
 * **Interpretability**: per attribute, the latent dim with the highest kNN mutual information,
   then R^2 of a 1-D linear regression of the attribute on that dim;

@@ -1,7 +1,7 @@
 """Disentanglement metrics with the dMelodies / disentanglement_lib definitions (discrete factors).
 
 Inputs: ``latents`` (N, Z) float and ``factors`` (N, K) integer factor indices (floats holding
-integers are accepted). Definitions (reference-impl.md §3.4, §4):
+integers are accepted). Definitions (docs/reference.md §3.4, §4):
 
 * latents are discretised per dim into **20 equal-width histogram bins**;
 * **MIG**: discrete MI (``mutual_info_score``, nats) of binned latents with each factor,

@@ -6,7 +6,7 @@ the reparameterised sample, ``decode_logits`` (teacher-forced or greedy) and ``g
 argmax tokens, exportable to ONNX). Shapes: tokens (B, T) int64 with T = num_beats * ticks_per_beat
 (24 for measures, 16 for dMelodies), z (B, Z), logits (B, T, V).
 
-The hierarchical decoder follows ``ashispati/ar-vae`` (reference-impl.md §1.3): a beat GRU runs
+The hierarchical decoder follows ``ashispati/ar-vae`` (docs/reference.md §1.3): a beat GRU runs
 ``num_beats`` steps from h0 = SELU(Linear(z)); for every beat a tick GRU runs ``ticks_per_beat``
 steps from h0 = SELU(Linear(beat output)), its input being the embedding of the previous token
 concatenated with SELU(Linear(beat output)). The previous token crosses beat boundaries but the
@@ -34,7 +34,7 @@ class ModelConfig:
 
     The dMelodies RNN VAE is ``num_beats=2, ticks_per_beat=8, enc_hidden=dec_hidden=64,
     enc_dropout=dec_dropout=0.2, head_hidden=128``; the dMelodies CNN VAE is ``arch="cnn",
-    num_beats=2, ticks_per_beat=8, head_hidden=64`` (reference-impl.md §3.1-3.2).
+    num_beats=2, ticks_per_beat=8, head_hidden=64`` (docs/reference.md §3.1-3.2).
     """
 
     arch: str = "rnn"  # "rnn" (hierarchical GRU VAE) | "cnn" (dMelodies CNN VAE)
@@ -50,7 +50,7 @@ class ModelConfig:
     dec_hidden: int = 128
     dec_layers: int = 2
     dec_dropout: float = 0.5
-    # Reference quirk (reference-impl.md §5.2): the RNN decoder's logits go through a ReLU before
+    # Reference quirk (docs/reference.md §5.2): the RNN decoder's logits go through a ReLU before
     # the cross-entropy, so logits are >= 0. The CNN decoder never had one and ignores this.
     relu_logits: bool = True
     cnn_channels: tuple[int, ...] = (16, 32, 64, 128)  # encoder conv widths; the decoder mirrors them
@@ -290,7 +290,7 @@ class FactorDiscriminator(nn.Module):
     """FactorVAE critic: MLP Z -> hidden x layers (LeakyReLU 0.2) -> 2 logits.
 
     Class 0 = a sample of q(z) (joint), class 1 = a dimension-wise permuted sample (product of the
-    marginals); reference-impl.md §3.3 uses 32 -> 64 -> 64 -> 64 -> 2.
+    marginals); docs/reference.md §3.3 uses 32 -> 64 -> 64 -> 64 -> 2.
     """
 
     def __init__(self, latent_dim: int = 32, hidden: int = 64, layers: int = 3) -> None:

@@ -4,7 +4,7 @@ The drawing functions take arrays and plain callables, so they work with any dec
 model, the ONNX :class:`~arvae_midi.engine.engine.Engine`): ``decode_fn`` maps latents (B, Z)
 float32 to greedy tokens (B, T) int64; ``attribute_fn`` maps tokens (B, T) to one value per row
 (NaN where undefined). Bars are drawn by :func:`arvae_midi.plotting.plot_piano_roll`, which ``demo`` shares.
-:func:`plot_run` draws everything for a run folder (reference-impl.md §1.8):
+:func:`plot_run` draws everything for a run folder (docs/reference.md §1.8):
 
 * ``surface_<label>.png``: the label's latent dim (x) against a free dim (y) over a grid, the other
   dims fixed to one seeded N(0, I) draw, coloured by the label of the greedy decoding;

@@ -12,7 +12,7 @@ averaged over the batch; t counts iterations after the warm-up):
 "KL term" for ``arvae`` / ``betavae`` is ``beta_t * KL``, or ``max(0, beta_t * KL - kl_threshold)``
 when a threshold is set (dMelodies). ``beta_t`` is 0 during ``warmup_epochs``, then ramps as
 ``(1 + beta)^(t / ramp_iterations) - 1`` when ``ramp_iterations`` > 0, else equals ``beta``
-(reference-impl.md §1.4, §3.3).
+(docs/reference.md §1.4, §3.3).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ KLSchedule = losses.BetaSchedule | losses.CapacitySchedule
 
 
 def kl_schedule(config: TrainConfig) -> KLSchedule:
-    """The KL term of the objective (reference-impl.md §1.4, §3.3).
+    """The KL term of the objective (docs/reference.md §1.4, §3.3).
 
     arvae / betavae: ``max(0, beta_t * KL - kl_threshold)`` (plain beta*KL without a threshold),
     beta_t ramping to ``beta``; annealed: ``beta * |KL - C_t|``, C_t ramping to ``capacity``;
@@ -234,7 +234,7 @@ class _Run:
             terms = self._terms(out, tokens, labels)
             self._backward_step(terms["loss"], self.optim)
             return terms
-        # FactorVAE (reference-impl.md §3.3): half 1 trains the VAE with the critic's density-ratio
+        # FactorVAE (docs/reference.md §3.3): half 1 trains the VAE with the critic's density-ratio
         # estimate of the total correlation; half 2, permuted per latent dim, is the critic's
         # "product of marginals" class.
         assert self.disc_optim is not None

@@ -172,6 +172,6 @@ def test_vary_command_candidates_and_key_lock(tmp_path: Path, tiny_path: Path, t
 
 
 def test_cli_default_candidates_match_the_engine() -> None:
-    from arvae_midi.commands.vary import CANDIDATES
+    from arvae_midi.commands.vary import DEFAULT_CANDIDATES as CANDIDATES
 
     assert CANDIDATES == DEFAULT_CANDIDATES
