@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mido
 import pytest
@@ -26,7 +27,7 @@ from arvae_midi.midi_bridge import serve as serve_module  # noqa: E402
 from arvae_midi.midi_bridge.clock import pulse_period  # noqa: E402
 from arvae_midi.midi_bridge.config import BridgeConfig  # noqa: E402
 from arvae_midi.midi_bridge.serve import ServeOptions, serve  # noqa: E402
-from arvae_midi.ui.surface import UiOptions  # noqa: E402
+from arvae_midi.ui.surface import ControlSurface, UiOptions  # noqa: E402
 from tests.midi_bridge.harness import FakeEngine  # noqa: E402
 
 BPM = 240.0
@@ -88,11 +89,14 @@ class LiveServe:
     """``serve`` on a thread; the test plays the DAW through :attr:`pair`."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, ui: UiOptions, log: Path | None = None,
-                 config: BridgeConfig | None = None) -> None:
+                 config: BridgeConfig | None = None, engine: Any = None) -> None:
         self.pair = MemoryPair()
-        self.engine = FakeEngine()
+        self.engine = engine or FakeEngine()
         monkeypatch.setattr(serve_module, "open_ports", lambda *args: self.pair)
         monkeypatch.setattr(serve_module, "load_engine", lambda model, device: self.engine)
+        surfaces: list[ControlSurface] = []
+        make_surface = serve_module._surface
+        monkeypatch.setattr(serve_module, "_surface", lambda o: surfaces.append(make_surface(o)) or surfaces[-1])
         self.output = io.StringIO()
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -102,6 +106,7 @@ class LiveServe:
         self.thread = threading.Thread(target=self._run, args=(options, console), daemon=True)
         self.thread.start()
         wait_for(lambda: self.pair.input.callback is not None or not self.thread.is_alive(), what="serve to start")
+        self.surface: ControlSurface | None = surfaces[0] if surfaces else None
 
     def _run(self, options: ServeOptions, console: Console) -> None:
         try:

@@ -98,7 +98,10 @@ function draw(canvas, notes, color, span) {
   for (let p = lo; p <= hi; p++) {  // black keys darker, C rows marked
     const y = h - (p - lo + 1) * rowH;
     if ([1, 3, 6, 8, 10].includes(p % 12)) { g.fillStyle = "#171a20"; g.fillRect(0, y, w, rowH); }
-    if (p % 12 === 0) { g.fillStyle = "#3a3f4b"; g.fillRect(0, y + rowH - 1, w, 1); }
+    if (p % 12 === 0) {
+      g.fillStyle = "#3a3f4b"; g.fillRect(0, y + rowH - 1, w, 1);
+      g.fillStyle = "#8a909c"; g.font = "10px sans-serif"; g.fillText(`C${p / 12 - 1}`, 3, y + rowH - 3);
+    }
   }
   for (let t = 0; t <= 16; t++) {  // 16ths faint, beats bright
     g.fillStyle = t % 4 === 0 ? "#4a505c" : "#23262e";
