@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pythonosc.dispatcher import Dispatcher
@@ -132,3 +133,17 @@ def test_python_osc_receives_the_bar(live: Callable[..., LiveServe]) -> None:
     notes = next(args for a, args in received if a == "/arvae/variation")
     assert [notes[i] for i in range(0, len(notes), 4)] == [62, 66, 69, 74]
     assert len(next(args for a, args in received if a == "/arvae/attributes/out")) == 4
+
+
+@pytest.mark.skipif(shutil.which("pd") is None, reason="Pure Data is not installed (Debian package puredata-core)")
+def test_the_pure_data_patch_drives_the_knobs(live: Callable[..., LiveServe]) -> None:
+    patch = Path(__file__).resolve().parents[2] / "examples" / "arvae-knobs.pd"
+    run = live(UiOptions(osc_port=0))
+    host, port = _osc_in(run)
+    # The patch's sliders and toggle listen on receive names, so -send moves them as a mouse would.
+    subprocess.run(["pd", "-nogui", "-noaudio", "-nomidi", "-open", str(patch),
+                    "-send", f"arvae-osc connect {host} {port}", "-send", "arvae-note_density 0.5",
+                    "-send", "arvae-amount 0.25", "-send", "arvae-freeze 1", "-send", "pd quit"],
+                   check=True, timeout=30, capture_output=True)
+    wait_for(lambda: _knobs(run)["freeze"] is True, what="the patch's messages")
+    assert _knobs(run)["note_density"] == 64 and _knobs(run)["amount"] == 0.25
