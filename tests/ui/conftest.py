@@ -120,15 +120,17 @@ class LiveServe:
         assert match, self.output.getvalue()
         return match.group(1)
 
-    def play_bar(self, keys: Sequence[int] = (60, 64, 67, 72), bpm: float = BPM) -> None:
-        """One bar of four quarter notes on the internal tempo (the first note starts it)."""
+    def play_bar(self, *bars: Sequence[int], bpm: float = BPM) -> None:
+        """Bars of four quarter notes each (default one bar C E G C) on the internal tempo, the
+        first note starting it; every note is timed from that first note, so bars stay aligned."""
         beat = 24 * pulse_period(bpm)
         t0 = time.monotonic()
-        for i, key in enumerate(keys):
-            _sleep_until(t0 + i * beat)
-            self.pair.input.inject(mido.Message("note_on", note=key, velocity=100))
-            _sleep_until(t0 + i * beat + beat / 2)
-            self.pair.input.inject(mido.Message("note_off", note=key, velocity=0))
+        for b, keys in enumerate(bars or ((60, 64, 67, 72),)):
+            for i, key in enumerate(keys):
+                _sleep_until(t0 + (4 * b + i) * beat)
+                self.pair.input.inject(mido.Message("note_on", note=key, velocity=100))
+                _sleep_until(t0 + (4 * b + i) * beat + beat / 2)
+                self.pair.input.inject(mido.Message("note_off", note=key, velocity=0))
 
     def cc(self, control: int, value: int) -> None:
         self.pair.input.inject(mido.Message("control_change", control=control, value=value))

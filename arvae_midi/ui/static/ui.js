@@ -100,7 +100,7 @@ function draw(canvas, notes, color, span) {
     if ([1, 3, 6, 8, 10].includes(p % 12)) { g.fillStyle = "#171a20"; g.fillRect(0, y, w, rowH); }
     if (p % 12 === 0) {
       g.fillStyle = "#3a3f4b"; g.fillRect(0, y + rowH - 1, w, 1);
-      g.fillStyle = "#8a909c"; g.font = "10px sans-serif"; g.fillText(`C${p / 12 - 1}`, 3, y + rowH - 3);
+      g.fillStyle = "#8a909c"; g.font = "10px sans-serif"; g.fillText(`C${p / 12 - 1}`, 3, y + rowH + 10);
     }
   }
   for (let t = 0; t <= 16; t++) {  // 16ths faint, beats bright
