@@ -26,4 +26,6 @@ def require_ui(feature: str) -> None:
     """ConfigError with one line saying what to install when the ``[ui]`` extra is missing."""
     missing = [dist for module, dist in UI_MODULES.items() if importlib.util.find_spec(module) is None]
     if missing:
-        raise ConfigError(f"{feature} needs the [ui] extra: pip install 'arvae-midi[ui]' (missing: {', '.join(missing)})")
+        raise ConfigError(
+            f"{feature} needs the [ui] extra: pip install 'arvae-midi[ui]' (missing: {', '.join(missing)})"
+        )

@@ -104,8 +104,8 @@ class OscPeer:
         values = attributes_of(tokens, vocab, names)
         self._send(build("/arvae/attributes/out", [(float(values[n]), "f") for n in names]))
         args: list[tuple[Any, str]] = []
-        velocity = int(scheduled.get("velocity", 90)) if scheduled is not None else 90
-        for pitch, start, length, velocity in note_groups(tokens, vocab, velocity):
+        played = int(scheduled.get("velocity", 90)) if scheduled is not None else 90
+        for pitch, start, length, velocity in note_groups(tokens, vocab, played):
             args += [(int(pitch), "i"), (float(start), "f"), (float(length), "f"), (int(velocity), "i")]
         self._send(build("/arvae/variation", args))
 

@@ -205,6 +205,7 @@ class ControlSurface:
                 if cmd.target == "mode":
                     core.set_mode(str(cmd.value))
                 else:
+                    assert not isinstance(cmd.value, str)
                     core.knobs.set(cmd.target, cmd.value)
             except ValueError as e:  # an attribute this map has no knob for
                 self.reject(str(e))
@@ -226,7 +227,7 @@ class ControlSurface:
         for old in [b for b in self._scheduled if b < bar - KEEP_BARS]:
             del self._scheduled[old]
         source, source_bar = event.get("source_tokens"), event.get("source_bar")
-        if source is not None and all(b != source_bar for b, _ in self._recent):
+        if source is not None and source_bar is not None and all(b != source_bar for b, _ in self._recent):
             self._recent = [*self._recent, (int(source_bar), list(source))][-KEY_LOCK_BARS:]
         vocab, names = core.vocab, core.model_attributes
         roll = {

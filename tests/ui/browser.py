@@ -148,10 +148,8 @@ class Chromium:
     def close(self) -> None:
         """Close the page connection and end the browser process (TERM, then KILL after 5 s)."""
         if self.ws is not None:
-            try:  # no reply comes back from a browser that closes
+            with contextlib.suppress(Exception):  # already gone; no reply comes from a browser that closes
                 self.ws.send(json.dumps({"id": next(self._ids), "method": "Browser.close", "params": {}}))
-            except Exception:  # already gone
-                pass
             self._stack.close()
             self.ws = None
         if self.process.poll() is None:

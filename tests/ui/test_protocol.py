@@ -87,4 +87,5 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in UI_MODULES else real(name, *a))
     with pytest.raises(ConfigError) as info:
         require_ui("--ui")
-    assert str(info.value) == "--ui needs the [ui] extra: pip install 'arvae-midi[ui]' (missing: websockets, python-osc)"
+    assert str(info.value) == ("--ui needs the [ui] extra: pip install 'arvae-midi[ui]' "
+                               "(missing: websockets, python-osc)")
