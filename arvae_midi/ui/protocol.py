@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from arvae_midi.core.scales import PITCH_NAMES, allowed_pitch_classes, estimate_scale
+from arvae_midi.core.scales import PITCH_NAMES, estimate_scale, pitch_class_histogram
 from arvae_midi.core.tokens import Vocabulary, tokens_to_notes
 from arvae_midi.midi_bridge.config import MODES
 
@@ -113,7 +113,7 @@ def note_groups(tokens: Sequence[int] | np.ndarray, vocab: Vocabulary, velocity:
 
 
 def key_lock_scale(recent: Sequence[Sequence[int]], vocab: Vocabulary) -> dict[str, Any] | None:
-    """The scale the key lock keeps for the ``recent`` input bars (as the bridge computes it).
+    """The scale the key lock keeps for the ``recent`` input bars (as ``allowed_pitch_classes``).
 
     ``{"name": "C major", "pitch_classes": [0, 2, ...], "notes": ["C", "D", ...]}``; None when
     the bars hold no notes.
@@ -121,11 +121,11 @@ def key_lock_scale(recent: Sequence[Sequence[int]], vocab: Vocabulary) -> dict[s
     if not recent:
         return None
     bars = np.asarray(recent, dtype=np.int64)
-    allowed = allowed_pitch_classes(bars, vocab)
-    scale = estimate_scale(bars, vocab)
-    if allowed is None or scale is None:
+    scale = estimate_scale(bars, vocab)  # what allowed_pitch_classes does, without estimating twice
+    if scale is None:
         return None
-    classes = sorted(allowed)
+    played = np.flatnonzero(pitch_class_histogram(bars, vocab) > 0)
+    classes = sorted(scale.pitch_classes | frozenset(int(pc) for pc in played))
     return {"name": scale.name, "pitch_classes": classes, "notes": [PITCH_NAMES[pc] for pc in classes]}
 
 

@@ -14,6 +14,9 @@ Realtime safety, in one place:
   waits in, and overflows from, the kernel's socket buffer.
 * Each page has its own bounded outgoing queue; a dead or slow tab fills its own queue and
   loses its own events, nothing else (see ``web.py``).
+* The loop thread shares the GIL with the bridge thread: it runs at a realtime priority below
+  the bridge's where allowed, and the switch interval drops to 1 ms (see
+  :func:`_realtime_below_bridge`), so the bridge never waits long for the GIL.
 
 Status and knob positions are polled from the bridge each tick (its status record is replaced
 as a whole, so reading it needs no lock), so a CC from the DAW reaches the page within a tick.
@@ -26,6 +29,7 @@ import contextlib
 import json
 import os
 import secrets
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -45,6 +49,34 @@ EVENT_LIMIT = 4096
 START_TIMEOUT_S = 10.0
 #: Bars of scheduled variations remembered (for OSC output when their bar starts).
 KEEP_BARS = 8
+
+
+#: SCHED_FIFO priority of the loop thread where the system grants it: below the bridge thread's
+#: (``runtime.REALTIME_PRIORITY``), above ordinary processes. See :func:`_realtime_below_bridge`.
+UI_PRIORITY = 20
+#: Longest time (s) one Python thread keeps the GIL while another waits for it, with the surface on.
+SWITCH_INTERVAL_S = 0.001
+
+
+def _realtime_below_bridge() -> bool:
+    """Give the loop thread SCHED_FIFO at :data:`UI_PRIORITY` where allowed; True when granted.
+
+    Why realtime for a UI: the bridge thread (SCHED_FIFO 40) and this thread share the GIL. An
+    ordinary thread that holds the GIL and is then preempted by other processes keeps the bridge
+    waiting until the scheduler comes back to it: on a loaded machine, many milliseconds (priority
+    inversion). At a realtime priority this thread is not preempted by ordinary processes, so it
+    holds the GIL only as long as it runs (at most the switch interval once the bridge asks).
+    Its work per tick is bounded (see the module docstring), so it cannot starve the machine.
+    """
+    setter = getattr(os, "sched_setscheduler", None)
+    if setter is None:
+        return False
+    try:
+        priority = min(UI_PRIORITY, os.sched_get_priority_max(os.SCHED_FIFO))
+        setter(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: this thread (Linux)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -73,7 +105,7 @@ class ControlSurface:
         self.token = options.token or secrets.token_urlsafe(16)
         self.url: str | None = None  # set by start() when the page is served
         self.osc_address: tuple[str, int] | None = None  # the bound OSC input, set by start()
-        self.counters = {"events_dropped": 0, "commands": 0, "commands_bad": 0, "sent_dropped": 0}
+        self.counters = {"events_dropped": 0, "commands": 0, "commands_bad": 0, "sent_dropped": 0, "errors": 0}
         self.last_error = ""
         self._events: deque[dict[str, Any]] = deque(maxlen=EVENT_LIMIT)
         self._pending: dict[str, Command] = {}
@@ -85,6 +117,7 @@ class ControlSurface:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self.realtime = False  # whether the loop thread got SCHED_FIFO (set on its thread)
         # State owned by the loop thread.
         self.web: Any = None  # web.WebServer
         self.osc: Any = None  # osc.OscPeer
@@ -94,6 +127,7 @@ class ControlSurface:
         self.latest: dict[str, str] = {}  # event name -> last JSON text (status, knobs, roll) for new pages
         self._last_status: Any = None
         self._last_knobs: Any = None
+        self._scale_key: tuple[int, ...] = ()
 
     # ----- bridge side (any thread) --------------------------------------------------------
 
@@ -121,6 +155,8 @@ class ControlSurface:
         self._core = core
         self._dropped = dropped or (lambda: 0)
         self.hello = self._hello(core)
+        # The bridge thread waits at most this long for the GIL while this loop's thread runs Python.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._run, name="arvae-ui", daemon=True)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S):
@@ -143,8 +179,7 @@ class ControlSurface:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):  # lower priority than the bridge (Linux)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        self.realtime = _realtime_below_bridge()
         try:
             asyncio.run(self._main())
         except BaseException as e:  # reported to start(); after start the loop logs and ends
@@ -162,19 +197,26 @@ class ControlSurface:
         try:
             if opts.web:
                 self.web = WebServer(self, opts.web_host, opts.web_port)
-                await self.web.start()
+                try:
+                    await self.web.start()
+                except OSError as e:
+                    raise ConfigError(f"cannot serve the page on {opts.web_host}:{opts.web_port}: "
+                                      f"{e.strerror or e}") from e
                 self.url = self.web.url
             if opts.osc_port is not None or opts.osc_out is not None:
-                self.osc = OscPeer(self, opts.osc_host, opts.osc_port, opts.osc_out)
+                try:
+                    self.osc = OscPeer(self, opts.osc_host, opts.osc_port, opts.osc_out)
+                except OSError as e:
+                    raise ConfigError(f"cannot take OSC on {opts.osc_host}:{opts.osc_port}: {e.strerror or e}") from e
                 self.osc_address = self.osc.bound
                 self.hello["osc"] = None if self.osc_address is None else list(self.osc_address)
-        except OSError as e:
-            where = f"{opts.web_host}:{opts.web_port}" if self.web is not None else f"OSC port {opts.osc_port}"
-            raise ConfigError(f"cannot listen on {where}: {e.strerror or e}") from e
-        self._ready.set()
-        try:
+            self._ready.set()
             while not self._stop.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception as e:  # a bug here must not end the page or touch the bridge
+                    self.counters["errors"] += 1
+                    self.last_error = f"control surface: {type(e).__name__}: {e}"
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), TICK_S)
         finally:
@@ -216,8 +258,28 @@ class ControlSurface:
         kind = event.get("event")
         if kind == "scheduled":
             self._on_scheduled(event)
-        elif kind == "bar" and self.osc is not None:
-            self.osc.send_bar(event, self._scheduled.get(int(event["bar"])))
+        elif kind == "bar":
+            if self.osc is not None:
+                self.osc.send_bar(event, self._scheduled.get(int(event["bar"])))
+            self._update_scale()
+
+    def _update_scale(self) -> None:
+        """Send the key-lock scale when the recent input bars changed.
+
+        Done at a bar's start, not when its successor is scheduled: estimating a scale costs
+        milliseconds of Python (the GIL), and the bar start has just sent its downbeat, while the
+        moment of scheduling is just before a downbeat is due.
+        """
+        core = self._core
+        assert core is not None
+        key = tuple(b for b, _ in self._recent)
+        if key == self._scale_key or not core.config.key_lock:
+            return
+        self._scale_key = key
+        scale = key_lock_scale([t for _, t in self._recent], core.vocab)
+        text = json.dumps(jsonable({"event": "scale", "scale": scale}))
+        self.latest["scale"] = text
+        self.broadcast(text)
 
     def _on_scheduled(self, event: dict[str, Any]) -> None:
         core = self._core
@@ -236,7 +298,6 @@ class ControlSurface:
             "variation": note_groups(event["tokens"], vocab, int(event.get("velocity", 90))),
             "in_attributes": attributes_of(source, vocab, names) if source is not None else None,
             "out_attributes": attributes_of(event["tokens"], vocab, names),
-            "scale": key_lock_scale([t for _, t in self._recent], vocab) if core.config.key_lock else None,
         }
         text = json.dumps(jsonable(roll))
         self.latest["roll"] = text

@@ -157,3 +157,15 @@ def test_missing_extra_and_bad_osc_out_are_one_line_errors(monkeypatch: pytest.M
     result = runner.invoke(app, ["serve", "--ui"])
     assert result.exit_code == 1 and isinstance(result.exception, ConfigError)
     assert str(result.exception) == "--ui needs the [ui] extra: pip install 'arvae-midi[ui]' (missing: websockets)"
+
+
+def test_a_taken_port_is_one_line_and_another_host_warns(live: Callable[..., LiveServe]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot serve the page on 127.0.0.1:{port}: "):
+            live(UiOptions(web=True, web_port=port))
+    run = live(UiOptions(web=True, web_host="127.0.0.2", web_port=0))  # still loopback, but not the default
+    assert "warning: the control page listens on 127.0.0.2" in run.output.getvalue()
+    assert run.url.startswith("http://127.0.0.2:") and _status(run.url) == 200

@@ -122,7 +122,6 @@ function onRoll(ev) {
   $("in-bar").textContent = ev.source_bar ?? "-";
   $("out-bar").textContent = ev.bar;
   $("plan").textContent = ev.plan === "repeat" ? "(frozen)" : "";
-  $("scale").textContent = ev.scale ? `${ev.scale.name} (${ev.scale.notes.join(" ")})` : "off";
   document.body.dataset.roll = ev.bar;
 }
 
@@ -141,11 +140,15 @@ function connect() {
     switch (ev.event) {
       case "hello":
         state.attributes = ev.attributes; state.targets = ev.targets; state.pitchRange = ev.pitch_range;
+        $("scale").textContent = ev.key_lock ? "-" : "off";
         buildKnobs(ev);
         break;
       case "knobs": onKnobs(ev); break;
       case "status": onStatus(ev); break;
       case "roll": onRoll(ev); break;
+      case "scale":
+        $("scale").textContent = ev.scale ? `${ev.scale.name} (${ev.scale.notes.join(" ")})` : "-";
+        break;
       case "command_error": $("message").textContent = ev.error; break;
       default: break;  // the bridge's log events (bar, send, submit, ...): the page needs none of them
     }
