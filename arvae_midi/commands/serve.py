@@ -72,19 +72,19 @@ def serve(
     quiet: Annotated[bool, typer.Option("--quiet", help="No status line.")] = False,
     log: Annotated[Path | None, typer.Option(help="Write every bridge event as a JSON line to this file.",
                                                 dir_okay=False)] = None,
-    ui: Annotated[bool, typer.Option("--ui", help="Serve the control page (extra [ui]); its URL is printed.",
+    ui: Annotated[bool, typer.Option("--ui", help="Serve the control page (needs the ui extra); its URL is printed.",
                                      rich_help_panel="Control surface")] = False,
     ui_port: Annotated[int, typer.Option(help="TCP port of the control page (0: any free port).", min=0,
                                          max=65535, rich_help_panel="Control surface")] = 8765,
     ui_host: Annotated[str, typer.Option(help="Address the control page listens on; anything but loopback "
                                               "is reachable from other machines (a warning is printed).",
                                          rich_help_panel="Control surface")] = "127.0.0.1",
-    osc_port: Annotated[int | None, typer.Option(help="Take OSC knob messages on this UDP port (extra [ui]).",
+    osc_port: Annotated[int | None, typer.Option(help="Take OSC knob messages on this UDP port (needs the ui extra).",
                                                   min=0, max=65535, rich_help_panel="Control surface")] = None,
     osc_host: Annotated[str, typer.Option(help="Address the OSC input listens on.",
                                           rich_help_panel="Control surface")] = "127.0.0.1",
     osc_out: Annotated[str | None, typer.Option(help="Send /arvae/bar, attributes and the variation to "
-                                                     "HOST:PORT every bar (extra [ui]).", metavar="HOST:PORT",
+                                                     "HOST:PORT every bar (needs the ui extra).", metavar="HOST:PORT",
                                                 rich_help_panel="Control surface")] = None,
 ) -> None:
     """Realtime MIDI bridge: play a bar in, hear its variation; CC knobs steer the attributes."""
