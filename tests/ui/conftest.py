@@ -1,8 +1,9 @@
 """A running ``serve`` with the control surface, on in-memory ports and the harness's FakeEngine.
 
 :class:`LiveServe` runs :func:`arvae_midi.midi_bridge.serve.serve` on a thread (real clock,
-real threads, the real WebSocket and OSC sockets) with in-memory MIDI ports, so tests can
-inject notes, clock and CCs and read what the bridge played and which knobs each variation used.
+real threads, the real WebSocket and OSC sockets) with in-memory MIDI ports; a DAW thread sends
+MIDI clock and the notes of :meth:`LiveServe.play_bar`, so tests can read what the bridge played
+and which knobs each variation used.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from arvae_midi.ui.surface import ControlSurface, UiOptions  # noqa: E402
 from tests.midi_bridge.harness import FakeEngine  # noqa: E402
 
 BPM = 240.0
+#: The DAW stalls its clock after this pulse of a bar with notes (the capture closes at 93).
+CLOSE_PULSE = 94
 
 
 class MemoryIn:
@@ -95,13 +98,29 @@ class LiveServe:
         monkeypatch.setattr(serve_module, "open_ports", lambda *args: self.pair)
         monkeypatch.setattr(serve_module, "load_engine", lambda model, device: self.engine)
         surfaces: list[ControlSurface] = []
+        self.events: list[dict[str, Any]] = []  # every bridge log event, as the surface gets them
         make_surface = serve_module._surface
-        monkeypatch.setattr(serve_module, "_surface", lambda o: surfaces.append(make_surface(o)) or surfaces[-1])
+
+        def tapped(options: ServeOptions) -> ControlSurface | None:
+            surface = make_surface(options)
+            if surface is not None:
+                publish = surface.publish
+                surface.publish = lambda event: (self.events.append(event), publish(event))[-1]  # type: ignore[method-assign]
+                surfaces.append(surface)
+            return surface
+
+        monkeypatch.setattr(serve_module, "_surface", tapped)
+        self._daw: threading.Thread | None = None
+        self._daw_stop = threading.Event()
+        self._daw_lock = threading.Lock()
+        self._pulse = 0  # the next clock pulse the DAW sends
+        self._notes: dict[int, list[mido.Message]] = {}
+        self._bars: set[int] = set()
         self.output = io.StringIO()
         self.stop = threading.Event()
         self.error: BaseException | None = None
-        options = ServeOptions(bridge=config or BridgeConfig(bpm=BPM, late_tolerance_s=1.0), quiet=True, log=log,
-                               ui=ui)
+        config = config or BridgeConfig(bpm=BPM, late_tolerance_s=1.0, clock_timeout_s=30.0)
+        options = ServeOptions(bridge=config, quiet=True, log=log, ui=ui)
         console = Console(file=self.output, width=400)
         self.thread = threading.Thread(target=self._run, args=(options, console), daemon=True)
         self.thread.start()
@@ -120,22 +139,65 @@ class LiveServe:
         assert match, self.output.getvalue()
         return match.group(1)
 
-    def play_bar(self, *bars: Sequence[int], bpm: float = BPM) -> None:
-        """Bars of four quarter notes each (default one bar C E G C) on the internal tempo, the
-        first note starting it; every note is timed from that first note, so bars stay aligned."""
-        beat = 24 * pulse_period(bpm)
-        t0 = time.monotonic()
-        for b, keys in enumerate(bars or ((60, 64, 67, 72),)):
-            for i, key in enumerate(keys):
-                _sleep_until(t0 + (4 * b + i) * beat)
-                self.pair.input.inject(mido.Message("note_on", note=key, velocity=100))
-                _sleep_until(t0 + (4 * b + i) * beat + beat / 2)
-                self.pair.input.inject(mido.Message("note_off", note=key, velocity=0))
+    def play_bar(self, *bars: Sequence[int]) -> int:
+        """Play bars of four quarter notes each (default one bar C E G C) from the next bar on.
+
+        The first call sends MIDI Start and plays from bar 0; the DAW thread keeps the clock
+        running afterwards. Returns when the last of these bars has closed and its variation is
+        scheduled; returns the first bar's number.
+        """
+        with self._daw_lock:
+            first = 0 if self._daw is None else self._pulse // 96 + 1
+            for b, keys in enumerate(bars or ((60, 64, 67, 72),)):
+                base = 96 * (first + b)
+                self._bars.add(first + b)
+                for i, key in enumerate(keys):
+                    self._notes.setdefault(base + 24 * i, []).append(mido.Message("note_on", note=key, velocity=100))
+                    self._notes.setdefault(base + 24 * i + 12, []).append(mido.Message("note_off", note=key))
+            last = first + len(bars or (0,)) - 1
+            if self._daw is None:
+                self._daw = threading.Thread(target=self._clock, daemon=True)
+                self._daw.start()
+        wait_for(lambda: self._pulse > 96 * last + CLOSE_PULSE, what=f"bar {last} to close")
+        return first
+
+    def _clock(self) -> None:
+        """The DAW: MIDI Start, then clock pulses at :data:`BPM` until close(); notes on their pulses.
+
+        After a bar with notes closes (pulse 94), the clock stalls until that bar's variation is
+        scheduled: the bridge never runs ahead of a stalled clock, so even a loaded machine
+        cannot make it miss (the same trick as ``tests/midi_bridge/test_runtime.py``).
+        """
+        period = pulse_period(BPM)
+        port = self.pair.input
+        t = time.monotonic()
+        port.inject(mido.Message("start"))
+        while not self._daw_stop.is_set():
+            with self._daw_lock:
+                pulse = self._pulse
+                notes = self._notes.pop(pulse, [])
+            _sleep_until(t)
+            port.inject(mido.Message("clock"))
+            for msg in notes:
+                port.inject(msg)
+            bar = pulse // 96
+            if pulse % 96 == CLOSE_PULSE and bar in self._bars:
+                deadline = time.monotonic() + 20
+                while not any(e.get("event") in ("scheduled", "error") and e.get("bar") == bar + 1
+                              for e in list(self.events)) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                t = time.monotonic()  # the clock resumes from here
+            with self._daw_lock:
+                self._pulse = pulse + 1
+            t += period
 
     def cc(self, control: int, value: int) -> None:
         self.pair.input.inject(mido.Message("control_change", control=control, value=value))
 
     def close(self) -> None:
+        self._daw_stop.set()
+        if self._daw is not None:
+            self._daw.join(10)
         self.stop.set()
         self.thread.join(10)
         assert not self.thread.is_alive(), "serve did not stop"

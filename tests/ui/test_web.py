@@ -88,6 +88,8 @@ def test_commands_steer_the_bridge_and_events_arrive(live: Callable[..., LiveSer
         ws.send(json.dumps({"cmd": "knob", "attribute": "contour", "value": 300}))
         error = _next(ws, "command_error")
         assert "integer 0..127" in str(error["error"])
+        ws.send(json.dumps({"cmd": "mode", "value": "loop"}))
+        _next(ws, "status", lambda e: e["mode"] == "loop")
         run.play_bar()
         roll = _next(ws, "roll", lambda e: e["bar"] == 1)
         assert [n[0] for n in roll["input"]] == [60, 64, 67, 72]  # type: ignore[index, union-attr]
@@ -96,8 +98,6 @@ def test_commands_steer_the_bridge_and_events_arrive(live: Callable[..., LiveSer
         assert bar["knobs"]["contour"] == 7 and bar["amount"] == 0.5  # type: ignore[index]
         assert run.engine.calls[0]["knobs"]["contour"] == 7 and run.engine.calls[0]["amount"] == 0.5
 
-        ws.send(json.dumps({"cmd": "mode", "value": "loop"}))
-        _next(ws, "status", lambda e: e["mode"] == "loop")
         # loop: the last captured bar is re-varied in the bars that follow, without new input
         _next(ws, "bar", lambda e: e["bar"] == 3 and e["plan"] == "variation")
     run.close()
