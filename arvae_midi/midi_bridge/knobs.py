@@ -137,7 +137,7 @@ class KnobState:
         ``"freeze"`` (bool). ValueError, saying what is valid, for anything else.
         """
         if name in self._values:
-            if isinstance(value, bool) or int(value) != value or not 0 <= value <= 127:
+            if isinstance(value, bool) or not 0 <= value <= 127 or int(value) != value:  # NaN fails the range
                 raise ValueError(f"knob {name}: value must be an integer in 0..127, got {value!r}")
         elif name == "amount":
             if isinstance(value, bool) or not 0.0 <= value <= 1.0:

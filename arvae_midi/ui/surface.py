@@ -309,11 +309,12 @@ class ControlSurface:
             return
         status = core.status
         dropped = self._dropped()
-        key = (status, dropped, tuple(self.counters.values()))
+        pages = len(self.web.clients) if self.web is not None else 0
+        key = (status, dropped, pages, tuple(self.counters.values()))
         if key != self._last_status:
             self._last_status = key
-            doc = {"event": "status", **asdict(status), "dropped": dropped, "ui": dict(self.counters),
-                   "ui_error": self.last_error}
+            doc = {"event": "status", **asdict(status), "dropped": dropped, "pages": pages,
+                   "ui": dict(self.counters), "ui_error": self.last_error}
             text = json.dumps(jsonable(doc))
             self.latest["status"] = text
             self.broadcast(text)

@@ -21,7 +21,7 @@ import http
 import json
 import logging
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -176,7 +176,3 @@ class WebServer:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
-
-    def stats(self) -> dict[str, Any]:
-        """Open pages and their dropped events."""
-        return {"pages": len(self.clients), "dropped": [c.dropped for c in self.clients]}

@@ -62,8 +62,9 @@ def test_knob_state_set_is_the_cc_path() -> None:
     by_set.set("amount", 1.0)
     by_set.set("freeze", True)
     assert by_cc.snapshot() == by_set.snapshot()
-    with pytest.raises(ValueError, match="integer in 0..127"):
-        by_set.set("note_density", 128)
+    for bad in (128, 64.5, float("nan"), True):
+        with pytest.raises(ValueError, match="integer in 0..127"):
+            by_set.set("note_density", bad)
     with pytest.raises(ValueError, match="amount must lie in 0..1"):
         by_set.set("amount", 1.5)
     with pytest.raises(ValueError, match="unknown knob 'tempo'; valid: rhythmic_complexity"):

@@ -70,7 +70,7 @@ function onStatus(ev) {
   $("ready").textContent = ev.margin === null ? "-" : `${fmt(100 * ev.margin, 1)} % of a bar early`;
   $("misses").textContent = ev.misses;
   $("late").textContent = ev.late;
-  $("dropped").textContent = ev.dropped + ev.ignored;
+  $("dropped").textContent = ev.dropped;
   $("errors").textContent = ev.errors;
   $("message").textContent = ev.message || ev.ui_error || "";
   for (const name of state.attributes) {
