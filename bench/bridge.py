@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,15 @@ def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
-def run(bars: int, bpm: float, period: int, rate: int, model: Path, realtime: bool = False) -> dict[str, Any]:
-    """One benchmark run; returns the JSON-ready report."""
+def run(bars: int, bpm: float, period: int, rate: int, model: Path, realtime: bool = False,
+        serve_args: Sequence[str] = (), on_start: Callable[[subprocess.Popen[str]], Callable[[], None]] | None = None,
+        ) -> dict[str, Any]:
+    """One benchmark run; returns the JSON-ready report.
+
+    ``serve_args`` are added to the ``serve`` command line; ``on_start(serve)``, when given, runs
+    once the DAW ports are connected (serve's stdout is then a pipe it may read) and returns a
+    cleanup called after the run (``bench/ui.py`` opens the control page this way).
+    """
     import rtmidi
 
     from arvae_midi.midi_bridge.ports import quiet_stderr
@@ -102,9 +110,10 @@ def run(bars: int, bpm: float, period: int, rate: int, model: Path, realtime: bo
     log = work / "events.jsonl"
     serve = subprocess.Popen(
         [sys.executable, "-m", "arvae_midi.cli", "serve", "--backend", "jack", "--model", str(model),
-         "--port-name", "bench", "--quiet", "--log", str(log), "--out-channel", "2"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+         "--port-name", "bench", "--quiet", "--log", str(log), "--out-channel", "2", *serve_args],
+        cwd=ROOT, stdout=subprocess.PIPE if on_start else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
+    cleanup: Callable[[], None] | None = None
     received: list[tuple[float, float, list[int]]] = []  # (monotonic, jack cumulative s, bytes)
     jack_time = [0.0]
 
@@ -129,6 +138,8 @@ def run(bars: int, bpm: float, period: int, rate: int, model: Path, realtime: bo
             if time.monotonic() > deadline or serve.poll() is not None:
                 raise SystemExit(f"the bridge did not start: {serve.stderr.read() if serve.stderr else ''}")
             time.sleep(0.05)
+        if on_start is not None:
+            cleanup = on_start(serve)
         time.sleep(0.2)
         pulse = 60.0 / (bpm * 24)
         t0 = time.monotonic() + 0.1
@@ -149,6 +160,8 @@ def run(bars: int, bpm: float, period: int, rate: int, model: Path, realtime: bo
                 clock_error.append(1000.0 * (time.monotonic() - t))
         time.sleep(0.1)
     finally:
+        if cleanup is not None:
+            cleanup()
         _stop(serve)
         time.sleep(0.1)
         with quiet_stderr():

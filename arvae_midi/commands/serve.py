@@ -69,11 +69,26 @@ def serve(
     quiet: Annotated[bool, typer.Option("--quiet", help="No status line.")] = False,
     log: Annotated[Path | None, typer.Option(help="Write every bridge event as a JSON line to this file.",
                                                 dir_okay=False)] = None,
+    ui: Annotated[bool, typer.Option("--ui", help="Serve the control page (needs the ui extra); its URL is printed.",
+                                     rich_help_panel="Control surface")] = False,
+    ui_port: Annotated[int, typer.Option(help="TCP port of the control page (0: any free port).", min=0,
+                                         max=65535, rich_help_panel="Control surface")] = 8765,
+    ui_host: Annotated[str, typer.Option(help="Address the control page listens on; anything but loopback "
+                                              "is reachable from other machines (a warning is printed).",
+                                         rich_help_panel="Control surface")] = "127.0.0.1",
+    osc_port: Annotated[int | None, typer.Option(help="Take OSC knob messages on this UDP port (needs the ui extra).",
+                                                  min=0, max=65535, rich_help_panel="Control surface")] = None,
+    osc_host: Annotated[str, typer.Option(help="Address the OSC input listens on.",
+                                          rich_help_panel="Control surface")] = "127.0.0.1",
+    osc_out: Annotated[str | None, typer.Option(help="Send /arvae/bar, attributes and the variation to "
+                                                     "HOST:PORT every bar (needs the ui extra).", metavar="HOST:PORT",
+                                                rich_help_panel="Control surface")] = None,
 ) -> None:
     """Realtime MIDI bridge: play a bar in, hear its variation; CC knobs steer the attributes."""
     from arvae_midi.midi_bridge.config import BridgeConfig
     from arvae_midi.midi_bridge.serve import ServeOptions
     from arvae_midi.midi_bridge.serve import serve as run_serve
+    from arvae_midi.ui.surface import UiOptions
 
     if cc_map is not None and not learn and not cc_map.is_file():
         raise ConfigError(f"{cc_map}: no such file (use --learn to create it)")
@@ -84,10 +99,20 @@ def serve(
     options = ServeOptions(
         bridge=bridge, model=str(model) if model else None, device=device, backend=backend.value,
         port_name=port_name, in_port=in_port, out_port=out_port, cc_map=cc_map, learn=learn, quiet=quiet, log=log,
+        ui=UiOptions(web=ui, web_host=ui_host, web_port=ui_port, osc_port=osc_port, osc_host=osc_host,
+                     osc_out=_host_port(osc_out) if osc_out else None),
     )
     # After SIGINT/SIGTERM the bridge has silenced every note, flushed and closed its ports:
     # returning ends the command with status 0.
     run_serve(options)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); ConfigError saying the form otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--osc-out: expected HOST:PORT such as 127.0.0.1:9001, got {text!r}")
+    return host, int(port)
 
 
 def ports(

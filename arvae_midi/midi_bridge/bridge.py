@@ -221,6 +221,15 @@ class BridgeCore:
         self.failed = reason
         self.shutdown(reason)
 
+    def set_mode(self, mode: str) -> None:
+        """Switch between respond and loop from any thread; the next bar's plan follows it.
+
+        ValueError for another mode. One attribute assignment, so the bridge thread reads either
+        the old or the new config, never a mix.
+        """
+        self.config = replace(self.config, mode=mode)
+        self._set_status(mode=mode)
+
     # ----- input ---------------------------------------------------------------------------
 
     def _handle_note(self, t: float, msg: mido.Message) -> None:
@@ -361,6 +370,12 @@ class BridgeCore:
             off = start + round(note.end * PULSES_PER_QUARTER)
             self.scheduler.add_note(self._out, note.pitch, note.velocity, on, off, plan.bar)
         plan.scheduled = True
+        # What bar plan.bar will play, as soon as it is known (the control page shows it ahead).
+        source = plan.source
+        self._log({"event": "scheduled", "t": self.clock.now(), "bar": plan.bar, "plan": plan.kind,
+                   "tokens": [int(x) for x in plan.tokens], "velocity": plan.velocity,
+                   "source_bar": None if source is None else source.index,
+                   "source_tokens": None if source is None else [int(x) for x in source.tokens]})
 
     def _start_bar(self, now: float, bar: int) -> None:
         plan = self._voice.plans.pop(bar, None)

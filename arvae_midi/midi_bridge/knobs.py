@@ -120,16 +120,38 @@ class KnobState:
         """Apply one control change (channel 0..15); True when it moved a knob of the map."""
         if self.cc_map.channel and channel != self.cc_map.channel - 1:
             return False
-        with self._lock:
-            if control in self._by_cc:
-                self._values[self._by_cc[control]] = int(value)
-            elif control == self.cc_map.amount:
-                self._amount = int(value) / 127.0
-            elif control == self.cc_map.freeze:
-                self._freeze = int(value) >= FREEZE_THRESHOLD
-            else:
-                return False
+        if control in self._by_cc:
+            self.set(self._by_cc[control], int(value))
+        elif control == self.cc_map.amount:
+            self.set("amount", int(value) / 127.0)
+        elif control == self.cc_map.freeze:
+            self.set("freeze", int(value) >= FREEZE_THRESHOLD)
+        else:
+            return False
         return True
+
+    def set(self, name: str, value: float | bool) -> None:
+        """Set one knob from any thread (the CC path, the web page, OSC all come through here).
+
+        ``name``: an attribute of the map (``value`` an integer 0..127), ``"amount"`` (0..1) or
+        ``"freeze"`` (bool). ValueError, saying what is valid, for anything else.
+        """
+        if name in self._values:
+            if isinstance(value, bool) or not 0 <= value <= 127 or int(value) != value:  # NaN fails the range
+                raise ValueError(f"knob {name}: value must be an integer in 0..127, got {value!r}")
+        elif name == "amount":
+            if isinstance(value, bool) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"amount must lie in 0..1, got {value!r}")
+        elif name != "freeze":
+            valid = ", ".join([*self._values, "amount", "freeze"])
+            raise ValueError(f"unknown knob {name!r}; valid: {valid}")
+        with self._lock:
+            if name in self._values:
+                self._values[name] = int(value)
+            elif name == "amount":
+                self._amount = float(value)
+            else:
+                self._freeze = bool(value)
 
     def snapshot(self) -> KnobSnapshot:
         """The current values (a copy)."""

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -41,6 +41,9 @@ from arvae_midi.midi_bridge.ports import PortPair, open_ports
 from arvae_midi.midi_bridge.runtime import BridgeRuntime
 from arvae_midi.midi_bridge.sched import REALTIME_HINT
 from arvae_midi.midi_bridge.status import Health, JsonLog, StatusDisplay
+
+if TYPE_CHECKING:
+    from arvae_midi.ui.surface import ControlSurface, UiOptions
 
 #: Seconds between checks that the ports still exist.
 PORT_CHECK_S = 1.0
@@ -76,6 +79,31 @@ class ServeOptions:
     learn: bool = False
     quiet: bool = False
     log: Path | None = None
+    ui: UiOptions | None = None  # the control page and OSC (extra [ui]); None: neither
+
+
+def _fan_out(*listeners: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None] | None:
+    """One log callback calling each given listener (the bridge thread's event stream)."""
+    chosen = [f for f in listeners if f is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def emit(event: dict[str, Any]) -> None:
+        for listener in chosen:
+            listener(event)
+
+    return emit
+
+
+def _surface(options: ServeOptions) -> ControlSurface | None:
+    """The control surface asked for, or None; ConfigError naming the extra when it is missing."""
+    if options.ui is None or not options.ui.enabled:
+        return None
+    from arvae_midi.ui import require_ui
+    from arvae_midi.ui.surface import ControlSurface
+
+    require_ui("--ui" if options.ui.web else "--osc-port/--osc-out")
+    return ControlSurface(options.ui)
 
 
 def load_engine(model: str | None, device: str) -> VariationEngine:
@@ -159,6 +187,7 @@ def serve(
 
     say: Callable[[str], None] = (lambda text: None) if options.quiet else tell
     cc_map = None if options.learn else load_cc_map(options.cc_map)
+    surface = _surface(options)
     engine = (engine_loader or load_engine)(options.model, options.device)
     learning = threading.Event()
     with _signals(stop, signals, learning):
@@ -178,8 +207,12 @@ def serve(
                 finally:
                     learning.clear()
             core = BridgeCore(options.bridge, engine, ports.output.send, clock, executor, cc_map=cc_map,
-                              log=log.write if log else None)
+                              log=_fan_out(log.write if log else None, surface.publish if surface else None))
             runtime = BridgeRuntime(core, ports.input, clock)
+            if surface is not None:
+                bridge_runtime = runtime
+                surface.start(core, dropped=lambda: bridge_runtime.dropped)
+                _announce(surface, tell)
             cfg = options.bridge
             say(f"arvae-midi serve ({ports.backend}): play into {ports.input.name!r}, listen on "
                 f"{ports.output.name!r}; mode {cfg.mode}, out channel {cfg.out_channel}, tempo from MIDI clock "
@@ -216,6 +249,8 @@ def serve(
             if not shut:  # an exception, or an early return, left before the shutdown
                 _shut_down(ports, runtime, deadline)
             executor.shutdown(wait=False, cancel_futures=True)
+            if surface is not None:
+                surface.stop(timeout=max(_left(deadline), 0.1))
             if log is not None:
                 log.close(timeout=max(_left(deadline), 0.1))
             if runtime is None or not runtime.running:
@@ -278,3 +313,20 @@ class _Watch:
             for text in out:
                 self.log.write({"event": "warning", "t": self.clock.now(), "what": text})
         return out
+
+
+def _announce(surface: ControlSurface, tell: Callable[[str], None]) -> None:
+    """Print where the page and OSC listen (even with --quiet: the URL holds the token)."""
+    ui = surface.options
+    if surface.url is not None:
+        tell(f"control page: {surface.url}")
+        if ui.web_host not in ("127.0.0.1", "localhost", "::1"):
+            tell(f"warning: the control page listens on {ui.web_host}, not only this machine; anyone who "
+                 "can reach it and has the URL can steer the bridge")
+    if surface.osc_address is not None:
+        tell(f"OSC in: udp {surface.osc_address[0]}:{surface.osc_address[1]} (/arvae/knob/<attribute>, ...)")
+        if ui.osc_host not in ("127.0.0.1", "localhost", "::1"):
+            tell(f"warning: OSC input listens on {ui.osc_host}; OSC has no token: anyone who can reach it "
+                 "can steer the bridge")
+    if ui.osc_out is not None:
+        tell(f"OSC out: udp {ui.osc_out[0]}:{ui.osc_out[1]} (/arvae/bar, /arvae/attributes/*, /arvae/variation)")
