@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from arvae_midi.errors import BackendError
@@ -56,8 +57,24 @@ def libjack() -> ctypes.CDLL:
         return _lib
 
 
+def _loaded_libjacks() -> list[str]:
+    """Paths of every libjack mapped into this process.
+
+    python-rtmidi's Linux wheels bring their own copy (``python_rtmidi.libs/libjack-*.so``), which
+    keeps its own error handler, beside the system's that :func:`libjack` loads.
+    """
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    fields = (line.split(None, 5) for line in maps.splitlines())
+    paths = {f[5].strip() for f in fields if len(f) == 6}
+    return sorted(p for p in paths if "/libjack" in p and ".so" in p)
+
+
 def silence_libjack() -> bool:
-    """Route libjack's error and info messages to a C function that ignores them; True when done.
+    """Route the error and info messages of every loaded libjack to a C function that ignores
+    them; True when done. Call it after ``import rtmidi`` (which loads its libjack).
 
     The handler must be C: libjack calls it from its own threads (the process thread included),
     where a Python callback would have to take the GIL. libjack wants ``void f(const char *)``;
@@ -68,11 +85,13 @@ def silence_libjack() -> bool:
     if _silenced:
         return True
     try:
-        lib = libjack()
-        libc = ctypes.CDLL(None)
-        noop = ctypes.cast(libc.strlen, ctypes.c_void_p)
-        lib.jack_set_error_function(noop)
-        lib.jack_set_info_function(noop)
+        libs = [libjack(), *(ctypes.CDLL(path) for path in _loaded_libjacks())]
+        noop = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p)
+        for lib in libs:
+            lib.jack_set_error_function.argtypes = [ctypes.c_void_p]
+            lib.jack_set_info_function.argtypes = [ctypes.c_void_p]
+            lib.jack_set_error_function(noop)
+            lib.jack_set_info_function(noop)
     except (OSError, AttributeError):
         return False
     _silenced = True
