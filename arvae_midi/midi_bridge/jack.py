@@ -36,11 +36,21 @@ _silenced = False
 
 
 def libjack() -> ctypes.CDLL:
-    """The process's libjack (the same instance python-rtmidi uses); OSError when absent."""
+    """The libjack instance python-rtmidi uses; OSError when absent.
+
+    python-rtmidi's Linux wheels bring their own copy (``python_rtmidi.libs/libjack-*.so``). A
+    second libjack in the same process (the system's) keeps separate global state next to the
+    first, and closing a client through it was seen to deadlock inside ``jack_client_close``
+    while rtmidi's clients came and went; so the watch client goes through rtmidi's copy.
+    """
     global _lib
     with _lock:
         if _lib is None:
-            lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
+            import rtmidi  # noqa: F401  (loads its libjack, if it has one)
+
+            loaded = _loaded_libjacks()
+            path = loaded[0] if loaded else ctypes.util.find_library("jack") or "libjack.so.0"
+            lib = ctypes.CDLL(path)
             lib.jack_client_open.restype = ctypes.c_void_p
             lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
             lib.jack_on_shutdown.argtypes = [ctypes.c_void_p, _SHUTDOWN_T, ctypes.c_void_p]
@@ -58,11 +68,7 @@ def libjack() -> ctypes.CDLL:
 
 
 def _loaded_libjacks() -> list[str]:
-    """Paths of every libjack mapped into this process.
-
-    python-rtmidi's Linux wheels bring their own copy (``python_rtmidi.libs/libjack-*.so``), which
-    keeps its own error handler, beside the system's that :func:`libjack` loads.
-    """
+    """Paths of every libjack mapped into this process (each keeps its own error handler)."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
