@@ -103,6 +103,14 @@ class Daw:
         """Pulse position of time ``t``: how many pulses the DAW had sent by then (interpolated)."""
         return float(np.interp(t, self.sent, np.arange(len(self.sent))))
 
+    def abandon(self) -> None:
+        """After the server died: stop reading and never touch the clients again (see ``abandon``)."""
+        from arvae_midi.midi_bridge.rtmidi_io import abandon
+
+        if self.midi_in is not None:
+            self.midi_in.abandon()
+        abandon(self._rt_in, self.midi_out)
+
     def close(self) -> None:
         if self.midi_in is not None:
             self.midi_in.close()
