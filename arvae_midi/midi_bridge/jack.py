@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from arvae_midi.errors import BackendError
@@ -35,11 +36,21 @@ _silenced = False
 
 
 def libjack() -> ctypes.CDLL:
-    """The process's libjack (the same instance python-rtmidi uses); OSError when absent."""
+    """The libjack instance python-rtmidi uses; OSError when absent.
+
+    python-rtmidi's Linux wheels bring their own copy (``python_rtmidi.libs/libjack-*.so``). A
+    second libjack in the same process (the system's) keeps separate global state next to the
+    first, and closing a client through it was seen to deadlock inside ``jack_client_close``
+    while rtmidi's clients came and went; so the watch client goes through rtmidi's copy.
+    """
     global _lib
     with _lock:
         if _lib is None:
-            lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
+            import rtmidi  # noqa: F401  (loads its libjack, if it has one)
+
+            loaded = _loaded_libjacks()
+            path = loaded[0] if loaded else ctypes.util.find_library("jack") or "libjack.so.0"
+            lib = ctypes.CDLL(path)
             lib.jack_client_open.restype = ctypes.c_void_p
             lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
             lib.jack_on_shutdown.argtypes = [ctypes.c_void_p, _SHUTDOWN_T, ctypes.c_void_p]
@@ -56,8 +67,20 @@ def libjack() -> ctypes.CDLL:
         return _lib
 
 
+def _loaded_libjacks() -> list[str]:
+    """Paths of every libjack mapped into this process (each keeps its own error handler)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    fields = (line.split(None, 5) for line in maps.splitlines())
+    paths = {f[5].strip() for f in fields if len(f) == 6}
+    return sorted(p for p in paths if "/libjack" in p and ".so" in p)
+
+
 def silence_libjack() -> bool:
-    """Route libjack's error and info messages to a C function that ignores them; True when done.
+    """Route the error and info messages of every loaded libjack to a C function that ignores
+    them; True when done. Call it after ``import rtmidi`` (which loads its libjack).
 
     The handler must be C: libjack calls it from its own threads (the process thread included),
     where a Python callback would have to take the GIL. libjack wants ``void f(const char *)``;
@@ -68,11 +91,13 @@ def silence_libjack() -> bool:
     if _silenced:
         return True
     try:
-        lib = libjack()
-        libc = ctypes.CDLL(None)
-        noop = ctypes.cast(libc.strlen, ctypes.c_void_p)
-        lib.jack_set_error_function(noop)
-        lib.jack_set_info_function(noop)
+        libs = [libjack(), *(ctypes.CDLL(path) for path in _loaded_libjacks())]
+        noop = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p)
+        for lib in libs:
+            lib.jack_set_error_function.argtypes = [ctypes.c_void_p]
+            lib.jack_set_info_function.argtypes = [ctypes.c_void_p]
+            lib.jack_set_error_function(noop)
+            lib.jack_set_info_function(noop)
     except (OSError, AttributeError):
         return False
     _silenced = True

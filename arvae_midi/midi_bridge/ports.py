@@ -308,7 +308,9 @@ def open_ports(
     """
     import rtmidi
 
-    name = choose_backend(backend)
+    # A backend named on the command line is not probed first: opening the ports fails with the
+    # same one line when it is unusable, and a probe would open and close two more clients.
+    name = choose_backend(backend) if backend == "auto" or backend not in RTMIDI_APIS else backend
     api = _rtmidi_api(name)
     in_client, in_port_name, out_client, out_port_name = _virtual_names(name, port_name)
     if name == "winmm" and (in_port is None or out_port is None):
@@ -352,7 +354,7 @@ def open_ports(
                 if name == "jack" else None
             if guard is not None:
                 opened.append(guard)
-    except rtmidi.RtMidiError as e:
+    except (rtmidi.RtMidiError, SystemError) as e:  # python-rtmidi raises SystemError for some driver errors
         for rt in reversed(opened):
             with contextlib.suppress(Exception):
                 rt.delete()  # type: ignore[attr-defined]

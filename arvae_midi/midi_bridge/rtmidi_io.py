@@ -167,7 +167,7 @@ class RtMidiInput:
 
 
 class RtMidiOutput:
-    """An rtmidi output; sends are serialised by a lock. ``gone()`` True refuses sends."""
+    """An rtmidi output; sends are serialised by a lock. ``gone()`` True drops sends."""
 
     def __init__(self, rt: Any, name: str, gone: Callable[[], bool] | None = None) -> None:
         self._rt = rt
@@ -177,16 +177,19 @@ class RtMidiOutput:
         self.closed = False
 
     def send(self, msg: mido.Message) -> None:
-        """Send one message; OSError when the backend refuses or the port is gone.
+        """Send one message; OSError when the backend refuses or the port is closed.
 
-        RtMidi's JACK ``sendMessage`` spins until its ringbuffer has room, which never comes once
-        the server is dead, hence ``gone``.
+        Once ``gone()`` (the JACK server died) sends are dropped: RtMidi's JACK ``sendMessage``
+        spins until its ringbuffer has room, which never comes then. Whoever watches the server
+        reports its loss (``serve`` within a status refresh).
         """
         import rtmidi
 
         with self._lock:
-            if self.closed or (self._gone is not None and self._gone()):
-                raise OSError(f"output port {self.name!r} is gone")
+            if self.closed:
+                raise OSError(f"output port {self.name!r} is closed")
+            if self._gone is not None and self._gone():
+                return
             try:
                 self._rt.send_message(msg.bytes())
             except rtmidi.RtMidiError as e:

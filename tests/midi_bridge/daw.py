@@ -103,6 +103,14 @@ class Daw:
         """Pulse position of time ``t``: how many pulses the DAW had sent by then (interpolated)."""
         return float(np.interp(t, self.sent, np.arange(len(self.sent))))
 
+    def abandon(self) -> None:
+        """After the server died: stop reading and never touch the clients again (see ``abandon``)."""
+        from arvae_midi.midi_bridge.rtmidi_io import abandon
+
+        if self.midi_in is not None:
+            self.midi_in.abandon()
+        abandon(self._rt_in, self.midi_out)
+
     def close(self) -> None:
         if self.midi_in is not None:
             self.midi_in.close()
@@ -119,3 +127,45 @@ def wait_for(condition: object, timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.02)
     return bool(condition())  # type: ignore[operator]
+
+
+def read_log(path: Path) -> list[dict[str, object]]:
+    """The bridge's JSON-lines log."""
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+class Session:
+    """``serve`` plus a connected :class:`Daw`; :meth:`end` stops it with a signal and collects."""
+
+    def __init__(self, env: dict[str, str], log: Path, *extra: str) -> None:
+        import uuid
+
+        self.name = f"f-{uuid.uuid4().hex[:6]}"
+        self.log = log
+        self.proc = serve(env, self.name, log, *extra)
+        self.daw = Daw(f"daw-{self.name}")
+        self.returncode: int | None = None
+        self.stderr = ""
+        try:
+            self.daw.connect(f"{self.name}:in", f"{self.name}-out:out")
+        except BaseException:
+            self.end()
+            raise
+
+    def end(self, sig: int = 15, timeout: float = 20.0) -> int | None:
+        """Send ``sig`` (SIGTERM by default) unless it already exited; wait; close the DAW."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            try:
+                _, self.stderr = self.proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:  # a hang: the test fails on the status
+                self.proc.kill()
+                _, self.stderr = self.proc.communicate()
+            time.sleep(0.3)  # the last messages cross the JACK graph (late cycles on a busy machine)
+        finally:
+            self.daw.close()
+        self.returncode = self.proc.returncode
+        return self.returncode

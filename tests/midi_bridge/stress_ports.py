@@ -1,0 +1,97 @@
+"""Open and close the bridge's JACK port pair again and again with traffic flowing through it.
+
+Run as ``python -m tests.midi_bridge.stress_ports N`` against the server named by
+``JACK_DEFAULT_SERVER``; the exit status says whether every cycle worked (a crash in the
+shutdown path, as python-rtmidi's callback release could cause, shows as a signal exit). A feeder
+thread sends a stream of clock and CC into the pair's input for the whole run; each cycle opens
+the pair on the feeder's and the sink's ports (``--in``/``--out``), waits until input arrived and
+its own notes reached the sink, then closes it in the bridge's order while the stream goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import mido
+import rtmidi
+
+from arvae_midi.midi_bridge.ports import open_ports, quiet_stderr
+from arvae_midi.midi_bridge.rtmidi_io import RtMidiInput
+
+#: Hang guard for each wait (seconds); a loaded machine needs far less.
+WAIT_S = 20.0
+
+
+def _wait(condition: object, timeout: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def main(cycles: int) -> int:
+    tag = f"stress{os.getpid()}"
+    with quiet_stderr():
+        feeder = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name=f"{tag}-feed")
+        feeder.open_virtual_port("feed")
+        sink_rt = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name=f"{tag}-sink", queue_size_limit=65536)
+        sink_rt.open_virtual_port("sink")
+    sink = RtMidiInput(sink_rt, "sink")
+    at_sink = [0]
+    sink.set_callback(lambda data, arrival: at_sink.__setitem__(0, at_sink[0] + 1))
+    stop = threading.Event()
+
+    def feed() -> None:  # ~5000 events/s: clock and CC, as a DAW with a busy knob would send
+        while not stop.is_set():
+            for value in range(5):
+                feeder.send_message([0xF8])
+                feeder.send_message([0xB0, 20, value])
+            time.sleep(0.002)
+
+    feeding = threading.Thread(target=feed, daemon=True)
+    feeding.start()
+    failures: list[str] = []
+    received = 0
+    try:
+        for i in range(cycles):
+            pair = open_ports("jack", f"{tag}-{i}", in_port=f"{tag}-feed:feed", out_port=f"{tag}-sink:sink")
+            got = [0]
+
+            def count(data: Sequence[int], arrival: float | None, got: list[int] = got) -> None:
+                got[0] += 1
+
+            pair.input.set_callback(count)
+            if not _wait(lambda got=got: got[0] > 0):
+                failures.append(f"cycle {i}: no input arrived")
+            # A send in the first cycle after the connection may go out before the graph has it:
+            # send again until something arrives.
+            before, deadline = at_sink[0], time.monotonic() + WAIT_S
+            while at_sink[0] < before + 4 and time.monotonic() < deadline:
+                for key in (60, 64):
+                    pair.output.send(mido.Message("note_on", note=key, velocity=90))
+                    pair.output.send(mido.Message("note_off", note=key))
+                _wait(lambda before=before: at_sink[0] >= before + 4, 0.05)
+            if at_sink[0] < before + 4:
+                failures.append(f"cycle {i}: the pair's notes did not reach the sink")
+            received += got[0]
+            pair.close()  # detach, close, free: with the feeder still sending into the port
+            if failures:
+                break
+    finally:
+        stop.set()
+        feeding.join(5)
+        sink.close()
+        feeder.delete()
+    print(json.dumps({"cycles": cycles, "input_events": received, "sink_events": at_sink[0], "failures": failures}))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))
