@@ -155,6 +155,10 @@ class BridgeCore:
                 self._log({"event": "transport", "t": t, "what": f"playing from pulse {self.transport.pulse}",
                            "source": "clock"})
                 self._arm(float(self.transport.pulse))
+            elif change == "stranded":
+                what = "clock back after a long gap: waiting for Start, Continue or Song Position"
+                self._log({"event": "transport", "t": t, "what": what, "source": "clock"})
+                self._set_status(state="waiting", message=what)
         elif kind in ("start", "continue"):
             was_running = self.transport.running
             getattr(self.transport, f"on_{kind}")(t)
