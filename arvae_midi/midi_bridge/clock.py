@@ -16,8 +16,10 @@ How the bar grid stays on the DAW's when the clock misbehaves (each rule is a na
 ``tests/midi_bridge/test_clock_faults.py``):
 
 * **Jitter** is filtered by the DLL; the pulse count, hence the grid, is never touched by it.
-* **Tempo jumps**: two pulses in a row far (> 25 % of a period) from their prediction re-lock
-  the period on the new intervals at once; positions keep counting pulse by pulse.
+* **Tempo jumps**: three pulses in a row far (> 25 % of a period) from their prediction, all
+  late or all early, re-lock the period on the new intervals at once (jitter errs both ways);
+  positions keep counting pulse by pulse. A straight line through the last two bars of pulses
+  then refines the period the loop started from.
 * **Pulses lost on the way** (a gap of about k periods, then pulses at the old period again):
   the k - 1 missing pulses are counted when the pulse after the gap confirms the tempo did not
   change, so a dropped pulse cannot shift the barlines for the rest of the song. Pulses that
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from typing import Protocol
 
 PULSES_PER_QUARTER = 24
@@ -53,6 +56,8 @@ DLL_BANDWIDTH_HZ = 1.0
 MAX_EXTRAPOLATION_PULSES = 2.0
 #: A pulse this far (fraction of a period) from its prediction counts as a tempo jump.
 RELOCK_FRACTION = 0.25
+#: That many such pulses in a row, all late or all early, re-lock the period at once.
+RELOCK_PULSES = 3
 #: An interval shorter than this fraction of a period is a late-delivered burst, not tempo.
 BURST_FRACTION = 0.25
 #: An interval of at least this many periods, then one at the old period: pulses were lost.
@@ -60,6 +65,12 @@ FILL_MIN_PERIODS = 1.5
 #: A lost clock that returns within this many pulses (by the old tempo) rejoins at the
 #: estimated position; after a longer gap the bridge waits for Start, Continue or Song Position.
 REALIGN_MAX_PULSES = 16 * PULSES_PER_BAR
+#: Pulses in the straight-line fit that measures the tempo a lost clock is extrapolated with:
+#: over two bars, +-2 ms of jitter leaves the period off by ~1e-4, a tenth of a pulse in 16 bars.
+FIT_PULSES = 2 * PULSES_PER_BAR
+#: Fit sizes at which the DLL's period is replaced by the fit's: the loop starts from the period
+#: of one interval (after Start, a gap or a tempo jump), which jitter can put 20 % off.
+_REFIT_AT = frozenset({12, 24, 48, 96, FIT_PULSES})
 
 
 class Clock(Protocol):
@@ -131,8 +142,10 @@ class Transport:
         # DLL state: predicted time of the next pulse, raw time of the last pulse.
         self._next_t: float | None = None
         self._last_raw_t: float | None = None
-        self._prev_raw_t: float | None = None  # raw time of the pulse before the last one
-        self._big_errors = 0
+        self._raw: deque[float] = deque(maxlen=RELOCK_PULSES)  # raw times of the last pulses
+        self._big_errors = 0  # consecutive pulses far from their prediction, all on one side
+        self._big_sign = 0.0
+        self._fit: deque[tuple[int, float]] = deque(maxlen=FIT_PULSES)  # (pulse, raw time), one tempo
         self._measured = False  # period measured from the clock (not the --bpm guess)
         self._pulse = -1  # index of the last pulse received while running
         self._armed: int | None = None  # position the next pulse takes after Start/Continue
@@ -248,9 +261,11 @@ class Transport:
         gap = interval is not None and interval > max(self.clock_timeout, 6 * self.period)
         if gap and self.running and self.source == "clock":
             self._mark_lost()  # the bridge did not look at the time out yet; same thing
-        period_before, measured_before = self.period, self._measured
+        # Lost pulses are only judged against a period the line fit has refined (see _REFIT_AT).
+        period_before, settled = self.period, self._measured and len(self._fit) >= min(_REFIT_AT)
         burst = self._update_tempo(t, reset=gap or self._last_raw_t is None)
-        self._prev_raw_t, self._last_raw_t = self._last_raw_t, t
+        self._last_raw_t = t
+        self._raw.append(t)
         if self.source == "internal":
             # A DAW is sending clock: follow it from its next Start/Continue.
             change = "switched" if self.running else None
@@ -258,9 +273,10 @@ class Transport:
         if self._armed is not None:
             self._pulse, self._armed = self._armed, None
             self.running, self.lost, change = True, False, "started"
+            self._fit.clear()
         elif self.running:
             self._pulse += 1 + self._confirmed_fill(interval)
-            if interval is not None and not burst and measured_before and interval >= FILL_MIN_PERIODS * period_before:
+            if interval is not None and not burst and settled and interval >= FILL_MIN_PERIODS * period_before:
                 self._fill = (round(interval / period_before) - 1, period_before)
         elif self.lost:
             target = self._estimate(t)
@@ -271,6 +287,12 @@ class Transport:
                 self._pulse, self.running, change = target, True, "resumed"
         if self.running:
             self._anchor_pos = float(self._pulse)
+            if not burst:
+                self._fit.append((self._pulse, t))
+                if len(self._fit) in _REFIT_AT and self._measured:
+                    self._anchor_t, period = self._fitted(self._pulse)
+                    self.period = _clamp_period(period)
+                    self._next_t = self._anchor_t + self.period
         return change
 
     def check_timeout(self, t: float) -> bool:
@@ -292,9 +314,24 @@ class Transport:
 
     def _mark_lost(self) -> None:
         """No pulse for too long while running: hold the grid and remember where it stood."""
-        self._lost_at = (self._pulse, self._anchor_t, self.period)
+        self._lost_at = (self._pulse, *self._fitted(self._pulse))
         self._song_pos = self._pulse + 1  # a Continue resumes after the last pulse, as after Stop
         self.running, self.lost, self._fill = False, True, None
+
+    def _fitted(self, pulse: int) -> tuple[float, float]:
+        """(time of ``pulse``, period) from a least-squares line through the recent raw pulses.
+
+        The DLL's period follows the tempo quickly but wanders by a fraction of a percent under
+        jitter; a gap is extrapolated over hundreds of pulses, so it takes the straight line.
+        """
+        n = len(self._fit)
+        if n < 8:
+            return self._anchor_t, self.period
+        mean_i = sum(i for i, _ in self._fit) / n
+        mean_t = sum(t for _, t in self._fit) / n
+        var = sum((i - mean_i) ** 2 for i, _ in self._fit)
+        period = _clamp_period(sum((i - mean_i) * (t - mean_t) for i, t in self._fit) / var)
+        return mean_t + (pulse - mean_i) * period, period
 
     def _estimate(self, t: float) -> int | None:
         """Position of a pulse at ``t`` after a lost clock, if the DAW played on; None: too far."""
@@ -317,13 +354,15 @@ class Transport:
         if reset or self._next_t is None:
             self._anchor_t, self._next_t = t, t + self.period
             self._measured, self._suspect = False, 0
+            self._fit.clear()
+            self._raw.clear()
             return False
         assert self._last_raw_t is not None
         interval = t - self._last_raw_t
         floor = self.period if self._measured else pulse_period(MAX_BPM)
         if interval < BURST_FRACTION * floor:
             # Delivered late, together with others: its time says nothing about the tempo.
-            self._anchor_t, self._next_t, self._suspect = t, t + self.period, 2
+            self._anchor_t, self._next_t, self._suspect = t, t + self.period, RELOCK_PULSES
             return True
         suspect, self._suspect = self._suspect > 0, max(0, self._suspect - 1)
         if not self._measured:
@@ -333,15 +372,19 @@ class Transport:
             return False
         err = t - self._next_t
         if abs(err) > RELOCK_FRACTION * self.period:
-            # A tempo jump (or one badly late pulse): after two such pulses in a row, re-lock on
-            # the mean of the last two raw intervals instead of crawling there through the loop.
-            self._big_errors += 1
-            if self._big_errors >= 2 and self._prev_raw_t is not None and not suspect:
-                self.period = _clamp_period((t - self._prev_raw_t) / 2)
+            # A tempo jump (or one badly late pulse): after RELOCK_PULSES such pulses in a row, re-lock
+            # on the mean of the last raw intervals instead of crawling there through the loop.
+            # Jitter scatters to both sides; a tempo jump errs to one side again and again.
+            sign = math.copysign(1.0, err)
+            self._big_errors = self._big_errors + 1 if sign == self._big_sign else 1
+            self._big_sign = sign
+            if self._big_errors >= RELOCK_PULSES and len(self._raw) == RELOCK_PULSES and not suspect:
+                self.period = _clamp_period((t - self._raw[0]) / RELOCK_PULSES)
                 self._big_errors = 0
+                self._fit.clear()
             self._anchor_t, self._next_t = t, t + self.period  # trust the raw time, not the loop
             return False
-        self._big_errors = 0
+        self._big_errors, self._big_sign = 0, 0.0
         omega = 2.0 * math.pi * DLL_BANDWIDTH_HZ * self.period
         b, c = math.sqrt(2.0) * omega, omega * omega
         self._anchor_t = self._next_t
