@@ -30,7 +30,8 @@ How the bar grid stays on the DAW's when the clock misbehaves (each rule is a na
   or Continue, the DAW is taken to have played on through the gap, as it does when a cable or
   port was disconnected: the returning pulse takes the position the tempo measured before the
   gap predicts (gap / period, rounded to a whole pulse), so the bridge rejoins the DAW's bar.
-  A gap longer than ``REALIGN_MAX_PULSES`` (16 bars) is not guessed at, because a small tempo
+  Pulses held up during the gap that arrive in a burst with the returning one are already
+  counted by the estimate. A gap longer than ``REALIGN_MAX_PULSES`` (16 bars) is not guessed at, because a small tempo
   error would then put the grid a tick or more off: the bridge waits, silent and saying so,
   for Start, Continue or a Song Position Pointer.
 * **Song Position Pointer** always wins over any estimate: one received while playing, lost
@@ -69,8 +70,9 @@ REALIGN_MAX_PULSES = 16 * PULSES_PER_BAR
 #: over two bars, +-2 ms of jitter leaves the period off by ~1e-4, a tenth of a pulse in 16 bars.
 FIT_PULSES = 2 * PULSES_PER_BAR
 #: Fit sizes at which the DLL's period is replaced by the fit's: the loop starts from the period
-#: of one interval (after Start, a gap or a tempo jump), which jitter can put 20 % off.
-_REFIT_AT = frozenset({12, 24, 48, 96, FIT_PULSES})
+#: of one interval (after Start, a gap or a tempo jump), which jitter can put 20 % off. Only early,
+#: and only when the two agree within RELOCK_FRACTION: a longer window may span a tempo change.
+_REFIT_AT = frozenset({12, 24})
 
 
 class Clock(Protocol):
@@ -154,6 +156,7 @@ class Transport:
         self._fill: tuple[int, float] | None = None  # (pulses missing in the last gap, period before it)
         self._lost_at: tuple[int, float, float] | None = None  # (last pulse, its time, period) when lost
         self.stranded = False  # clock back after too long a gap: waiting for Start/Continue/SPP
+        self._absorb = False  # burst pulses right after a gap estimate are the ones it counted
 
     # ----- mapping -------------------------------------------------------------------------
 
@@ -274,6 +277,8 @@ class Transport:
             self._pulse, self._armed = self._armed, None
             self.running, self.lost, change = True, False, "started"
             self._fit.clear()
+        elif self.running and burst and self._absorb:
+            pass  # held up with the pulse the gap estimate placed: already counted by it
         elif self.running:
             self._pulse += 1 + self._confirmed_fill(interval)
             if interval is not None and not burst and settled and interval >= FILL_MIN_PERIODS * period_before:
@@ -285,14 +290,15 @@ class Transport:
                 self.stranded, change = True, "stranded"
             else:
                 self._pulse, self.running, change = target, True, "resumed"
+        self._absorb = change == "resumed" or (self._absorb and burst)
         if self.running:
             self._anchor_pos = float(self._pulse)
             if not burst:
                 self._fit.append((self._pulse, t))
                 if len(self._fit) in _REFIT_AT and self._measured:
-                    self._anchor_t, period = self._fitted(self._pulse)
-                    self.period = _clamp_period(period)
-                    self._next_t = self._anchor_t + self.period
+                    period = self._fitted(self._pulse)[1]
+                    if abs(period - self.period) <= RELOCK_FRACTION * self.period:
+                        self.period = period
         return change
 
     def check_timeout(self, t: float) -> bool:
@@ -323,15 +329,18 @@ class Transport:
 
         The DLL's period follows the tempo quickly but wanders by a fraction of a percent under
         jitter; a gap is extrapolated over hundreds of pulses, so it takes the straight line.
+        A window whose halves disagree on the tempo spans a change: then only the newer half.
         """
-        n = len(self._fit)
-        if n < 8:
+        points = list(self._fit)
+        if len(points) < 8:
             return self._anchor_t, self.period
-        mean_i = sum(i for i, _ in self._fit) / n
-        mean_t = sum(t for _, t in self._fit) / n
-        var = sum((i - mean_i) ** 2 for i, _ in self._fit)
-        period = _clamp_period(sum((i - mean_i) * (t - mean_t) for i, t in self._fit) / var)
-        return mean_t + (pulse - mean_i) * period, period
+        half = len(points) // 2
+        if len(points) >= 16:
+            older, newer = _line(points[:half]), _line(points[half:])
+            if abs(older[1] - newer[1]) > 0.02 * newer[1]:
+                points = points[half:]
+        t0, period = _line(points)
+        return t0 + pulse * period, _clamp_period(period)
 
     def _estimate(self, t: float) -> int | None:
         """Position of a pulse at ``t`` after a lost clock, if the DAW played on; None: too far."""
@@ -391,3 +400,13 @@ class Transport:
         self._next_t += b * err + self.period
         self.period = _clamp_period(self.period + c * err)
         return False
+
+
+def _line(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of raw time against pulse index."""
+    n = len(points)
+    mean_i = sum(i for i, _ in points) / n
+    mean_t = sum(t for _, t in points) / n
+    var = sum((i - mean_i) ** 2 for i, _ in points)
+    slope = sum((i - mean_i) * (t - mean_t) for i, t in points) / var
+    return mean_t - mean_i * slope, slope

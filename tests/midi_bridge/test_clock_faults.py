@@ -100,7 +100,7 @@ def test_a_clock_back_without_start_rejoins_where_the_daw_played_on(gap_s: float
         seen = _play(transport, heard)
         assert [c for c, i in seen if c != i] == [], f"seed {seed}"
         assert transport.running and not transport.lost
-        assert transport.bpm == pytest.approx(bpm, abs=0.5)
+        assert transport.bpm == pytest.approx(bpm, rel=0.02)
 
 
 def test_a_gap_too_long_to_guess_waits_for_song_position() -> None:
