@@ -18,8 +18,8 @@ How the bar grid stays on the DAW's when the clock misbehaves (each rule is a na
 * **Jitter** is filtered by the DLL; the pulse count, hence the grid, is never touched by it.
 * **Tempo jumps**: three pulses in a row far (> 25 % of a period) from their prediction, all
   late or all early, re-lock the period on the new intervals at once (jitter errs both ways);
-  positions keep counting pulse by pulse. A straight line through the last two bars of pulses
-  then refines the period the loop started from.
+  positions keep counting pulse by pulse. The loop restarts from the mean of those few
+  intervals; a straight line through the first 12, then 24 pulses at the new tempo refines it.
 * **Pulses lost on the way** (a gap of about k periods, then pulses at the old period again):
   the k - 1 missing pulses are counted when the pulse after the gap confirms the tempo did not
   change, so a dropped pulse cannot shift the barlines for the rest of the song. Pulses that
@@ -30,10 +30,15 @@ How the bar grid stays on the DAW's when the clock misbehaves (each rule is a na
   or Continue, the DAW is taken to have played on through the gap, as it does when a cable or
   port was disconnected: the returning pulse takes the position the tempo measured before the
   gap predicts (gap / period, rounded to a whole pulse), so the bridge rejoins the DAW's bar.
-  Pulses held up during the gap that arrive in a burst with the returning one are already
-  counted by the estimate. A gap longer than ``REALIGN_MAX_PULSES`` (16 bars) is not guessed at, because a small tempo
-  error would then put the grid a tick or more off: the bridge waits, silent and saying so,
-  for Start, Continue or a Song Position Pointer.
+  The tempo for that estimate comes from a straight line through the last two bars of pulses
+  (the loop's own period wanders by a fraction of a percent under jitter). Pulses held up
+  during the gap that arrive in a burst with the returning one are already counted by the
+  estimate. A gap longer than ``REALIGN_MAX_PULSES`` (16 bars) is not guessed at, because a
+  small tempo error would then put the grid a tick or more off: the bridge waits, silent and
+  saying so, for Start, Continue or a Song Position Pointer.
+* Both gap rules follow a DAW that plays on, as a DAW's clock follows its audio clock. A clock
+  that pauses without Stop and resumes where it paused cannot be told from one whose pulses
+  were lost; a DAW that relocates says so with Song Position, which the bridge follows.
 * **Song Position Pointer** always wins over any estimate: one received while playing, lost
   or waiting relocates the next pulse to it (a DAW's loop jump or locate); one received while
   stopped sets where Continue resumes. After a lost clock, Continue resumes after the last
