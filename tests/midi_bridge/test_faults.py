@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import mido
 import numpy as np
 import pytest
 
@@ -87,9 +86,11 @@ def _ons(sim: Sim, since: float = 0.0) -> list[tuple[float, str]]:
 
 
 def _stop_and_check(sim: Sim, t: float) -> None:
+    """Stop: every note ended by its own note_off, then All Notes Off, and nothing after."""
     sim.at(t, STOP)
     sim.run_until(t + 0.1)
     _assert_balanced(sim)
+    assert sim.sent(since=t)[-1] == (pytest.approx(t), "cc 123 0")
 
 
 # ----- bad bytes ------------------------------------------------------------------------------
@@ -338,6 +339,4 @@ def test_start_stop_and_clock_faults_in_any_order_leave_nothing_sounding() -> No
         }[str(kind)]
         sim.at(at, data)
     sim.run_until(t)
-    sim.at(t, mido.Message("stop").bytes())
-    sim.run_until(t + 0.5)
-    _assert_balanced(sim)
+    _stop_and_check(sim, t)
