@@ -204,6 +204,14 @@ class Transport:
         """True while MIDI clock pulses keep arriving (within the timeout)."""
         return self._last_raw_t is not None and t - self._last_raw_t <= self.clock_timeout
 
+    def expects_clock(self, t: float) -> bool:
+        """True while a lost clock may still come back and be rejoined (see the module docstring):
+        a note played then must not start the internal tempo in its place."""
+        if not self.lost or self._lost_at is None:
+            return False
+        _, lost_t, period = self._lost_at
+        return (t - lost_t) / period <= REALIGN_MAX_PULSES
+
     def timeout_at(self) -> float:
         """Time at which a running clock counts as lost if no pulse arrives; ``inf`` if n/a."""
         if self.source != "clock" or not self.running or self._last_raw_t is None:

@@ -249,6 +249,23 @@ def test_a_clock_that_stops_without_stop_ends_notes_and_rejoins_the_daw_bar(gap_
     _stop_and_check(sim, end)
 
 
+def test_notes_played_while_the_clock_is_lost_do_not_replace_it() -> None:
+    sim = Sim(BridgeConfig(thru=True, bpm=90))
+    daw = Daw(sim)
+    daw.play(0.0, 0, 100)
+    back = 100 + round(3.0 / P)
+    end = daw.play(back * P, back, 96 * 3)
+    sim.at(0.0, START)
+    daw.send()
+    _one_bar(sim, 3.0, (62, 65, 69))  # played during the gap: heard thru, not a new song at 90 bpm
+    sim.run_until(end - 1e-3)
+    assert [e["source"] for e in sim.events if e["event"] == "bar"] == ["clock"] * len(_bars(sim))
+    assert sim.core.transport.source == "clock" and sim.core.transport.pulse == back + 96 * 3 - 1
+    _assert_on_the_daw_grid(sim, daw)
+    assert [x for _, x in _ons(sim)] == ["on 62 100", "on 65 100", "on 69 100"]  # thru only
+    _stop_and_check(sim, end)
+
+
 def test_a_gap_too_long_to_guess_waits_then_song_position_realigns() -> None:
     sim = Sim()
     daw = Daw(sim)
