@@ -155,6 +155,10 @@ class BridgeCore:
                 self._log({"event": "transport", "t": t, "what": f"playing from pulse {self.transport.pulse}",
                            "source": "clock"})
                 self._arm(float(self.transport.pulse))
+            elif change == "stranded":
+                what = "clock back after a long gap: waiting for Start, Continue or Song Position"
+                self._log({"event": "transport", "t": t, "what": what, "source": "clock"})
+                self._set_status(state="waiting", message=what)
         elif kind in ("start", "continue"):
             was_running = self.transport.running
             getattr(self.transport, f"on_{kind}")(t)
@@ -236,8 +240,9 @@ class BridgeCore:
         if self._in is not None and msg.channel != self._in:
             return
         if is_note_on(msg):
-            if not self.transport.running and not self.transport.clock_present(t) and not self.transport.armed:
-                # No MIDI clock: the internal tempo starts with this note as the downbeat.
+            transport = self.transport
+            if not (transport.running or transport.clock_present(t) or transport.armed or transport.expects_clock(t)):
+                # No MIDI clock (nor one just lost): the internal tempo starts with this note as the downbeat.
                 self.transport.start_internal(t)
                 self._cut(t, "internal start", panic=False)
                 self._arm(0.0)

@@ -5,6 +5,14 @@ across events so that running status (data bytes that reuse the previous channel
 lets realtime bytes (clock, start, stop) interleave anywhere, skips SysEx of any length and
 drops stray or undefined bytes instead of raising. Channels are 0..15 inside the bridge and
 1..16 on the command line.
+
+SysEx cannot make the decoder deaf. Nothing in the bridge reads SysEx, so the decoder never
+buffers it (a flood costs no memory), and it follows MIDI 1.0 on where one ends: at F7, or at
+any other status byte, which ends an unterminated SysEx and is decoded as itself. Realtime
+bytes inside a SysEx pass through as they arrive. So after ``F0 7D 01 02`` with no F7, the next
+clock, note or Start is heard, and a SysEx split across several events is skipped whole. An
+event that a backend glued together (RtMidi's JACK input appends events to an unterminated
+SysEx until one ends in F7) still yields every clock pulse and note inside it, in order.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ class MidiDecoder:
         self._data: list[int] = []
         self._in_sysex = False
         self.ignored = 0  # bytes or messages dropped (SysEx, stray data, undefined status)
+        self.sysex = 0  # SysEx messages skipped
+        self.sysex_unterminated = 0  # of those, ended by another status byte instead of F7
 
     def feed(self, data: bytes | bytearray | Sequence[int]) -> list[mido.Message]:
         """Decode the bytes of one event (or a stream); returns the complete messages."""
@@ -48,14 +58,16 @@ class MidiDecoder:
                     out.append(mido.Message(kind))
                 continue
             if byte == SYSEX_START:
+                self._end_sysex()
                 self._in_sysex, self._status = True, 0
                 self.ignored += 1
+                self.sysex += 1
                 continue
             if byte == SYSEX_END:
                 self._in_sysex, self._status = False, 0
                 continue
             if byte >= 0x80:
-                self._in_sysex = False
+                self._end_sysex()
                 self._data = []
                 if byte >= 0xF1:  # system common: clears running status
                     if byte not in _SYSTEM_COMMON_LENGTH:
@@ -78,6 +90,12 @@ class MidiDecoder:
             if len(self._data) == self._need:
                 self._emit(out)
         return out
+
+    def _end_sysex(self) -> None:
+        """A status byte other than F7 and realtime: it ends a SysEx still open (MIDI 1.0)."""
+        if self._in_sysex:
+            self._in_sysex = False
+            self.sysex_unterminated += 1
 
     def _emit(self, out: list[mido.Message]) -> None:
         status, data = self._status, self._data

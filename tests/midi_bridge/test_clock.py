@@ -88,7 +88,8 @@ def test_a_stalled_clock_times_out_and_resumes() -> None:
     assert transport.timeout_at() == pytest.approx(9 * P120 + 0.3)
     assert not transport.check_timeout(9 * P120 + 0.29)
     assert transport.check_timeout(9 * P120 + 0.31) and transport.lost and not transport.running
-    assert transport.on_pulse(2.0) == "resumed" and transport.pulse == 10
+    # the DAW played on through the gap: the pulse at 2.0 s is pulse 96 (2 s at 48 pulses/s)
+    assert transport.on_pulse(2.0) == "resumed" and transport.pulse == 96
 
 
 def test_clock_takes_over_from_the_internal_tempo() -> None:

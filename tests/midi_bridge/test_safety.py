@@ -72,7 +72,7 @@ def test_clock_that_stops_cuts_notes_and_resumes_without_start() -> None:
     end = sim.clock_run(0.0, 120, 100)  # pulses stop 4 pulses into bar 1
     sim.at(0.0, note("on", 60))
     sim.at(48 * P, note("off", 60))
-    for i in range(96):  # the clock comes back 2 s later, without Start: continues from pulse 100
+    for i in range(96):  # the clock comes back 2 s later, without Start: the DAW played on, 96 pulses
         sim.at(end + 2.0 + i * P, mido.Message("clock"))
     sim.run_until(end + 2.0 + 95 * P)
     texts = sim.sent()
@@ -81,7 +81,7 @@ def test_clock_that_stops_cuts_notes_and_resumes_without_start() -> None:
     assert texts[1:3] == [(pytest.approx(lost_at), "off 62"), (pytest.approx(lost_at), "cc 123 0")]
     assert len(texts) == 3  # nothing was captured for bar 1 after the resume... and nothing is stuck
     what = [e["what"] for e in sim.events if e["event"] == "transport"]
-    assert what[-3:] == ["clock lost", "clock resumed", "playing from pulse 100"]
+    assert what[-3:] == ["clock lost", "clock resumed", "playing from pulse 196"]
 
 
 def test_clock_jitter_keeps_the_grid() -> None:
