@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -44,8 +45,10 @@ ARCHS = ("cnn", "rnn")
 PAPER_EPOCHS = 100
 PAPER_ITERATIONS_PER_EPOCH = 1_852  # floor(948,326 / 512), the reference drops the last batch
 RECORD_FILE = "record.json"
+LOCK_FILE = ".lock"
 
-#: progress(event, run id, details): events "start", "trained", "evaluated", "skip".
+#: progress(event, run id, details): events "start", "trained", "evaluated", "skip" (already
+#: evaluated), "busy" (another process holds the run's lock).
 GridProgress = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -266,6 +269,42 @@ def run_one(
     if record_path.is_file():
         report("skip", spec.run_id, {})
         return dict(json.loads(record_path.read_text(encoding="utf-8")))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not _lock(run_dir):
+        report("busy", spec.run_id, {})  # another process of this machine is training it
+        return None
+    try:
+        return _train_and_evaluate(spec, budget, data, run_dir, max_epochs, report)
+    finally:
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+
+
+def _lock(run_dir: Path) -> bool:
+    """Take ``run_dir/.lock`` (holding this pid); a lock of a process that no longer runs is taken over."""
+    path = run_dir / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text(encoding="utf-8").strip() or 0)
+                os.kill(pid, 0)  # signal 0: only checks that the process exists
+                return False
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # stale: its process was killed
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _train_and_evaluate(
+    spec: RunSpec, budget: Budget, data: str | Path, run_dir: Path, max_epochs: int | None, report: GridProgress
+) -> dict[str, Any] | None:
+    record_path = run_dir / RECORD_FILE
     report("start", spec.run_id, {"epochs_done": epochs_done(run_dir)})
     done = train_run(spec, budget, data, run_dir, max_epochs)
     report("trained", spec.run_id, {"epochs_done": done})
