@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="run ids (or parts of them) to keep")
     parser.add_argument("--collect", action="store_true", help="do not train; gather finished runs only")
     parser.add_argument("--results", type=Path, default=None, help="write the records here (JSON)")
+    parser.add_argument("--report", type=Path, default=None, help="write tables + findings here (markdown)")
     parser.add_argument("--figures", type=Path, default=None, help="write figures 3-6 (PNG) into this folder")
     parser.add_argument("--note", default="", help="free text stored in the results file")
     args = parser.parse_args(argv)
@@ -63,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         grid.run_grid(specs, {"cnn": budget, "rnn": rnn_budget}, args.data, args.out, jobs=args.jobs,
                       max_epochs=args.max_epochs, progress=progress)  # fmt: skip
     records = grid.collect(args.out, specs)
+    from arvae_midi.train import grid_report
+
+    findings = grid_report.check_findings(records)
     if args.results is not None:
-        grid.write_results(args.results, records, note=args.note)
+        grid.write_results(args.results, records, note=args.note, findings=findings)
+    if args.report is not None:
+        args.report.write_text(grid_report.report_markdown(records), encoding="utf-8")
     if args.figures is not None and records:
         from arvae_midi.train.plots_dmelodies import write_figures
 
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "grid": args.grid, "budget": args.budget, "rnn_budget": args.rnn_budget or args.budget,
         "finished": len(records), "planned": len(specs),
+        "findings": {f["finding"]: f["holds"] for f in findings},
         "runs": {r["run_id"]: {k: round(r[k], 4) for k in ("reconstruction_accuracy", "mig", "modularity", "sap")}
                  for r in records},
     }  # fmt: skip

@@ -395,12 +395,15 @@ def collect(root: str | Path, specs: Sequence[RunSpec] | None = None) -> list[di
     return [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.is_file()]
 
 
-def write_results(path: str | Path, records: Sequence[dict[str, Any]], note: str = "") -> Path:
-    """``{"note", "factor_names", "runs": [records]}`` as indented JSON at ``path``."""
+def write_results(
+    path: str | Path, records: Sequence[dict[str, Any]], note: str = "",
+    findings: Sequence[dict[str, Any]] | None = None,
+) -> Path:
+    """``{"note", "factor_names", "runs": [records], "findings"}`` as indented JSON at ``path``."""
     from arvae_midi.train.dmelodies import FACTOR_NAMES
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"note": note, "factor_names": list(FACTOR_NAMES), "runs": list(records)}
+    doc = {"note": note, "factor_names": list(FACTOR_NAMES), "runs": list(records), "findings": list(findings or [])}
     path.write_text(json.dumps(_finite(doc), indent=2) + "\n", encoding="utf-8")
     return path
