@@ -253,7 +253,11 @@ def _train_seconds(run_dir: Path) -> float:
 
 
 def run_one(
-    spec: RunSpec, budget: Budget, data: str | Path, root: Path, max_epochs: int | None = None,
+    spec: RunSpec,
+    budget: Budget,
+    data: str | Path,
+    root: Path,
+    max_epochs: int | None = None,
     progress: GridProgress | None = None,
 ) -> dict[str, Any] | None:
     """Train (resuming) and evaluate one run; returns its record, or None while it is unfinished.
@@ -347,8 +351,14 @@ def _run_one_args(args: tuple[Any, ...]) -> dict[str, Any] | None:
 
 
 def run_grid(
-    specs: Sequence[RunSpec], budget: Budget | Mapping[str, Budget], data: str | Path, root: str | Path, *,
-    jobs: int = 1, max_epochs: int | None = None, progress: GridProgress | None = None,
+    specs: Sequence[RunSpec],
+    budget: Budget | Mapping[str, Budget],
+    data: str | Path,
+    root: str | Path,
+    *,
+    jobs: int = 1,
+    max_epochs: int | None = None,
+    progress: GridProgress | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate ``specs`` (``jobs`` runs at a time, one torch thread each); finished records.
 
@@ -396,7 +406,9 @@ def collect(root: str | Path, specs: Sequence[RunSpec] | None = None) -> list[di
 
 
 def write_results(
-    path: str | Path, records: Sequence[dict[str, Any]], note: str = "",
+    path: str | Path,
+    records: Sequence[dict[str, Any]],
+    note: str = "",
     findings: Sequence[dict[str, Any]] | None = None,
 ) -> Path:
     """``{"note", "factor_names", "runs": [records], "findings"}`` as indented JSON at ``path``."""

@@ -90,7 +90,7 @@ def _recon_gap(records: Sequence[Record]) -> dict[str, Any]:
     best_beta = max((r["reconstruction_accuracy"] for r in _by(records, "betavae")), default=None)
     medians = {m: _median([r["reconstruction_accuracy"] for r in _by(records, m)]) for m in ("annealed", "factorvae")}
     testable = best_beta is not None and all(v is not None for v in medians.values())
-    holds = testable and best_beta >= 0.9 and all(v < 0.4 for v in medians.values() if v is not None)
+    holds = best_beta is not None and best_beta >= 0.9 and all(v is not None and v < 0.4 for v in medians.values())
     return _result(
         "β-VAE reaches ≥ 90 % reconstruction for some β; Annealed-VAE and FactorVAE struggle",
         "max β-VAE recon ≥ 0.90 and median recon of Annealed-VAE and of FactorVAE < 0.40",
@@ -107,8 +107,10 @@ def _beta_tradeoff(records: Sequence[Record]) -> dict[str, Any]:
         if len({r["hyperparameter"]["value"] for r in runs}) < 2:
             continue
         lo, hi = runs[0], runs[-1]
-        evidence[arch] = {f"beta={r['hyperparameter']['value']:g}": {"mig": r["mig"], "recon": r["reconstruction_accuracy"]}
-                          for r in runs}  # fmt: skip
+        evidence[arch] = {
+            f"beta={r['hyperparameter']['value']:g}": {"mig": r["mig"], "recon": r["reconstruction_accuracy"]}
+            for r in runs
+        }
         verdicts.append(hi["mig"] > lo["mig"] and hi["reconstruction_accuracy"] < lo["reconstruction_accuracy"])
     return _result(
         "Larger β raises MIG and lowers reconstruction",

@@ -149,7 +149,11 @@ def test_figures_are_written(dm_data: Path, tmp_path: Path) -> None:
     specs = [grid.RunSpec("betavae", "cnn", 0.2), grid.RunSpec("factorvae", "cnn", 1.0)]
     records = grid.run_grid(specs, TINY, dm_data, tmp_path / "runs")
     paths = write_figures(records, tmp_path / "img")
-    assert [p.name for p in paths] == ["dmelodies_fig3_metrics.png", "dmelodies_fig4_reconstruction.png",
-                                      "dmelodies_fig5_mig_vs_recon.png", "dmelodies_fig6_factor_mig.png"]
+    assert [p.name for p in paths] == [
+        "dmelodies_fig3_metrics.png",
+        "dmelodies_fig4_reconstruction.png",
+        "dmelodies_fig5_mig_vs_recon.png",
+        "dmelodies_fig6_factor_mig.png",
+    ]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

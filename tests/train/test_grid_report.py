@@ -9,27 +9,59 @@ from arvae_midi.train.dmelodies import FACTOR_NAMES
 from arvae_midi.train.grid import METHODS, RunSpec
 
 
-def _record(method: str, arch: str, value: float, recon: float, mig: float, sap: float, mod: float = 0.85,
-            samples: int = 1000, factor_mig: dict[str, float] | None = None) -> dict[str, Any]:
+def _record(
+    method: str,
+    arch: str,
+    value: float,
+    recon: float,
+    mig: float,
+    sap: float,
+    mod: float = 0.85,
+    samples: int = 1000,
+    factor_mig: dict[str, float] | None = None,
+) -> dict[str, Any]:
     spec = RunSpec(method, arch, value)
     per = factor_mig or dict.fromkeys(FACTOR_NAMES, mig)
-    return {"run_id": spec.run_id, "method": method, "architecture": arch, "seed": 0,
-            "hyperparameter": {"name": spec.hyperparameter, "value": value}, "samples_seen": samples,
-            "train_seconds": 1.0, "reconstruction_accuracy": recon, "mig": mig, "modularity": mod, "sap": sap,
-            "mig_per_factor": per}
+    return {
+        "run_id": spec.run_id,
+        "method": method,
+        "architecture": arch,
+        "seed": 0,
+        "hyperparameter": {"name": spec.hyperparameter, "value": value},
+        "samples_seen": samples,
+        "train_seconds": 1.0,
+        "reconstruction_accuracy": recon,
+        "mig": mig,
+        "modularity": mod,
+        "sap": sap,
+        "mig_per_factor": per,
+    }
 
 
 def _papers_picture() -> list[dict[str, Any]]:
     """Records shaped like the paper's results: every finding holds."""
-    mig = {"octave": 0.5, "rhythm_bar1": 0.4, "rhythm_bar2": 0.3, "tonic": 0.2, "scale": 0.15,
-              "arp_chord1": 0.1, "arp_chord2": 0.08, "arp_chord3": 0.06, "arp_chord4": 0.01}
+    mig = {
+        "octave": 0.5,
+        "rhythm_bar1": 0.4,
+        "rhythm_bar2": 0.3,
+        "tonic": 0.2,
+        "scale": 0.15,
+        "arp_chord1": 0.1,
+        "arp_chord2": 0.08,
+        "arp_chord3": 0.06,
+        "arp_chord4": 0.01,
+    }
     ranked = {f: mig[f] for f in FACTOR_NAMES}  # keyed in the dataset's order, as records are
-    recs = [_record("betavae", "cnn", b, recon, mig, 0.1, factor_mig=ranked)
-            for b, recon, mig in ((0.2, 0.97, 0.1), (1.0, 0.9, 0.15), (4.0, 0.6, 0.2))]
+    recs = [
+        _record("betavae", "cnn", b, recon, mig, 0.1, factor_mig=ranked)
+        for b, recon, mig in ((0.2, 0.97, 0.1), (1.0, 0.9, 0.15), (4.0, 0.6, 0.2))
+    ]
     recs += [_record("annealed", "cnn", c, 0.3, 0.4, 0.3) for c in METHODS["annealed"][2]]
     recs += [_record("factorvae", "cnn", g, 0.35, 0.2, 0.15) for g in METHODS["factorvae"][2]]
-    recs += [_record("betavae", "rnn", 1.0, 0.88, 0.14, 0.09, factor_mig=ranked),
-             _record("annealed", "rnn", 50.0, 0.3, 0.38, 0.28)]
+    recs += [
+        _record("betavae", "rnn", 1.0, 0.88, 0.14, 0.09, factor_mig=ranked),
+        _record("annealed", "rnn", 50.0, 0.3, 0.38, 0.28),
+    ]
     return recs
 
 
