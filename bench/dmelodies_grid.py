@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", default="default", choices=grid.GRIDS, help="which runs (see plan_grid)")
     parser.add_argument("--budget", default="10x250", help="EPOCHSxBATCHES of 512 per run, or 'paper'")
     parser.add_argument("--rnn-budget", default=None, help="budget of the RNN runs (default: --budget)")
+    parser.add_argument("--batch-size", type=int, default=512, help="melodies per batch (the paper: 512)")
     parser.add_argument("--lr", type=float, default=None, help="Adam lr (default 1e-3; 1e-4 for 'paper')")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--eval-items", type=int, default=10_000, help="test melodies evaluated per run")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="free text stored in the results file")
     args = parser.parse_args(argv)
 
-    extra: dict[str, Any] = {"eval_items": args.eval_items}
+    extra: dict[str, Any] = {"eval_items": args.eval_items, "batch_size": args.batch_size}
     if args.lr is not None:
         extra["lr"] = args.lr
     budget = grid.Budget.parse(args.budget, **extra)

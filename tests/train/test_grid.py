@@ -157,3 +157,30 @@ def test_figures_are_written(dm_data: Path, tmp_path: Path) -> None:
     ]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _bench(*args: str) -> dict[str, object]:
+    """Run bench/dmelodies_grid.py in a subprocess; its last stdout line as JSON."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / "dmelodies_grid.py"), *args],
+        capture_output=True, text=True, env=env, cwd=root, check=True,
+    )  # fmt: skip
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_grid_command_plans_runs_and_resumes_them(dm_data: Path, tmp_path: Path) -> None:
+    common = ["--budget", "2x2", "--batch-size", "32", "--eval-items", "60", "--data", str(dm_data),
+              "--out", str(tmp_path / "runs")]  # fmt: skip
+    planned = _bench("--grid", "default", "--seeds", "0", "1", "--collect", *common)
+    assert (planned["planned"], planned["finished"]) == (22, 0)
+    one = ["--only", "betavae-cnn-beta1-s0", "--results", str(tmp_path / "dm.json")]
+    half = _bench(*common, *one, "--max-epochs", "1")  # interrupted after one of two epochs
+    assert (half["planned"], half["finished"]) == (1, 0)
+    full = _bench(*common, *one)
+    assert (full["planned"], full["finished"]) == (1, 1)
+    doc = json.loads((tmp_path / "dm.json").read_text(encoding="utf-8"))
+    [record] = doc["runs"]
+    assert record["run_id"] == "betavae-cnn-beta1-s0" and record["samples_seen"] == 2 * 2 * 32
+    assert list(record["mig_per_factor"]) == doc["factor_names"] == list(FACTOR_NAMES)
