@@ -111,7 +111,9 @@ def plot_mig_vs_recon(records: Sequence[Record], path: Path, title: str = "") ->
     for ax, method in zip(axes, methods, strict=False):
         grid_values = METHODS[method][2]
         hyper = METHODS[method][1]
-        for r in (r for r in records if r["method"] == method):
+        runs = sorted((r for r in records if r["method"] == method),
+                      key=lambda r: (r["architecture"], float(r["hyperparameter"]["value"])))  # fmt: skip
+        for r in runs:
             value = float(r["hyperparameter"]["value"])
             level = grid_values.index(value) if value in grid_values else 1
             marker = ARCH_STYLE[r["architecture"]][1]
