@@ -159,23 +159,36 @@ def knob_targets(cal: Calibration, steps: int = KNOB_STEPS) -> np.ndarray:
     return (lo + (hi - lo) * np.arange(steps) / (steps - 1)).astype(np.float32)
 
 
-def latent_for(cal: Calibration, targets: np.ndarray) -> np.ndarray:
-    """Latent values (float64, shape of ``targets``) where the median curve's fit reaches them.
+class CurveInverse:
+    """Attribute value -> latent value along the median curve's monotone fit (precomputed).
 
     Targets beyond the curve's range map to its end (the nearest value the median bar reaches);
     a target on a plateau maps to the plateau's start. A flat curve (no control) maps the
-    targets linearly over the latent grid.
+    knob range linearly over the latent grid.
     """
-    latent, envelope = _oriented(cal)
-    lo, hi = envelope[0], envelope[-1]
-    t = np.asarray(targets, dtype=np.float64)
-    if hi - lo < 1e-9:
-        tlo, thi = (cal.target_range or [0.0, 1.0])
-        share = (t - tlo) / (thi - tlo) if thi > tlo else np.full_like(t, 0.5)
-        return np.asarray(np.interp(np.clip(share, 0, 1), [0.0, 1.0], [latent[0], latent[-1]]), dtype=np.float64)
-    # A tiny ramp turns plateaus into a strictly increasing abscissa for np.interp.
-    strict = envelope + np.arange(len(envelope)) * (hi - lo) * 1e-9
-    return np.asarray(np.interp(t, strict, latent), dtype=np.float64)
+
+    def __init__(self, cal: Calibration) -> None:
+        latent, envelope = _oriented(cal)
+        lo, hi = envelope[0], envelope[-1]
+        self.flat = bool(hi - lo < 1e-9)
+        self.latent = latent
+        if self.flat:
+            tlo, thi = cal.target_range or [0.0, 1.0]
+            self.abscissa = np.asarray([tlo, thi if thi > tlo else tlo + 1.0])
+            self.latent = np.asarray([latent[0], latent[-1]])
+        else:
+            # A tiny ramp turns plateaus into a strictly increasing abscissa for np.interp.
+            self.abscissa = envelope + np.arange(len(envelope)) * (hi - lo) * 1e-9
+
+    def __call__(self, targets: np.ndarray) -> np.ndarray:
+        """Latent values (float64, shape of ``targets``)."""
+        return np.asarray(np.interp(targets, self.abscissa, self.latent), dtype=np.float64)
+
+
+def latent_for(cal: Calibration, targets: np.ndarray) -> np.ndarray:
+    """Latent values (float64, shape of ``targets``) where the median curve's fit reaches them
+    (:class:`CurveInverse`; build one to invert many times)."""
+    return CurveInverse(cal)(np.asarray(targets, dtype=np.float64))
 
 
 def knob_table(cal: Calibration, steps: int = KNOB_STEPS) -> np.ndarray:

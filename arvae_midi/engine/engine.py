@@ -31,7 +31,7 @@ import onnxruntime as ort
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.scales import allowed_mask_bits, token_mask
 from arvae_midi.core.tokens import REST_ID
-from arvae_midi.engine.calibration import KNOB_STEPS, knob_attribute, knob_table, latent_for
+from arvae_midi.engine.calibration import KNOB_STEPS, CurveInverse, knob_attribute, knob_table
 from arvae_midi.engine.policy import (
     CONTEXT_BARS,
     DEFAULT_CANDIDATES,
@@ -144,9 +144,12 @@ class Engine:
         self._latent_span = {a: float(cal[a].latent[-1] - cal[a].latent[0]) for a in meta.attributes}
         self._orientation = {a: 1.0 if np.polyfit(cal[a].latent, cal[a].median, 1)[0] >= 0 else -1.0
                              for a in meta.attributes}  # fmt: skip
+        self._inverse = {a: CurveInverse(cal[a]) for a in self._attr_columns}
         self._cache_lock = threading.Lock()
-        self._encodings: OrderedDict[bytes, np.ndarray] = OrderedDict()  # bar bytes -> mu (1, Z)
+        # bar bytes -> (mu (1, Z), the bar's attributes (4,))
+        self._encodings: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock_masks: dict[int | None, np.ndarray] = {}  # allowed pitch-class bits -> (V,) mask
+        self._lock_by_bars: OrderedDict[bytes, np.ndarray] = OrderedDict()  # context + bar bytes -> mask
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", threads: int | None = None) -> Engine:
@@ -315,7 +318,7 @@ class Engine:
             mask = np.broadcast_to(lock, (n, len(lock)))
         else:
             mask = self._mask(pitch_mask, n)  # (n, V) additive, validated against n
-        mu = self._encode_cached(ids)
+        mu, own = self._encode_cached(ids)
         z = np.repeat(mu, n, axis=0)  # (n, Z)
         if amount > 0 and len(self._free_dims):
             rng = np.random.default_rng(seed)
@@ -327,7 +330,6 @@ class Engine:
                 z[:, self.meta.attribute_dims[attribute]] = self._knobs[attribute][value]
         if not looped:
             return self.decode(z, mask)
-        own = self.attributes(ids)[0]
         specs = {a: self._knob_spec(a, v, float(mu[0, self.meta.attribute_dims[a]]), float(own[self._attr_columns[a]]))
                  for a, v in looped.items()}  # fmt: skip
         free = {self._attr_columns[a]: self._attr_span[a] for a in self._attr_columns if a not in looped}
@@ -341,30 +343,30 @@ class Engine:
 
     def _knob_spec(self, attribute: str, value: int, latent: float, own: float) -> Knob:
         """The search's view of one set knob, for a bar whose own latent and attribute are given."""
-        cal = self.meta.calibration[attribute]
         target = float(self._knob_attr[attribute][value])
         # The median curve's shape at the bar's own level: start where the curve says the
         # attribute moves by (target - own) when walking from the bar's own latent value.
-        curve = latent_for(cal, np.asarray([target, own]))
+        curve = self._inverse[attribute](np.asarray([target, own]))
         start = latent + float(curve[0] - curve[1])
         return Knob(self._attr_columns[attribute], self.meta.attribute_dims[attribute], target, start,
                     self.loop.step * self._latent_span[attribute], self._attr_span[attribute],
                     self._orientation[attribute])
 
-    def _encode_cached(self, ids: np.ndarray) -> np.ndarray:
-        """mu (1, Z) of one bar (1, 24), from the cache when the bar was encoded recently."""
+    def _encode_cached(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mu (1, Z), attributes (4,)) of one bar (1, 24), cached for recently varied bars."""
         key = ids.tobytes()
         with self._cache_lock:
             hit = self._encodings.get(key)
             if hit is not None:
                 self._encodings.move_to_end(key)
-                return hit.copy()
+                return hit[0].copy(), hit[1]
         mu, _ = self.encode(ids)
+        own = self.attributes(ids)[0]
         with self._cache_lock:
-            self._encodings[key] = mu
+            self._encodings[key] = (mu, own)
             while len(self._encodings) > _ENCODE_CACHE:
                 self._encodings.popitem(last=False)
-        return mu.copy()
+        return mu.copy(), own
 
     def _key_lock_mask(self, ids: np.ndarray, context: Sequence[np.ndarray] | np.ndarray | None) -> np.ndarray:
         """Additive (V,) mask of the key lock for bar ``ids`` (1, 24) and its ``context`` bars."""
@@ -372,14 +374,23 @@ class Engine:
         if context is not None and len(context):
             recent = np.asarray(context, dtype=np.int64).reshape(-1, ids.shape[1])[-(CONTEXT_BARS - 1):]
             bars = np.concatenate([recent, ids])
+        key = bars.tobytes()
+        with self._cache_lock:
+            mask = self._lock_by_bars.get(key)
+        if mask is not None:
+            return mask
         bits = allowed_mask_bits(bars, self.meta.vocab)
         with self._cache_lock:
             mask = self._lock_masks.get(bits)
         if mask is None:
             pcs = None if bits is None else frozenset(pc for pc in range(12) if bits >> pc & 1)
             mask = self._mask(token_mask(pcs, self.meta.vocab), 1)[0]
-            with self._cache_lock:
-                self._lock_masks[bits] = mask
+            mask.setflags(write=False)
+        with self._cache_lock:
+            self._lock_masks[bits] = mask
+            self._lock_by_bars[key] = mask
+            while len(self._lock_by_bars) > _ENCODE_CACHE:
+                self._lock_by_bars.popitem(last=False)
         return mask
 
     def attributes(self, tokens: np.ndarray) -> np.ndarray:

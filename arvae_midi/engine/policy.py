@@ -90,6 +90,18 @@ def _offsets(rows: int) -> np.ndarray:
     return out
 
 
+_ORDERS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _order(rows: int, dims: int) -> np.ndarray:
+    """(rows, dims) offsets: dim s reads 0, -1, +1, ... rotated by s (the rows mix the dims' moves)."""
+    key = (rows, dims)
+    if key not in _ORDERS:
+        base = _offsets(rows)
+        _ORDERS[key] = np.asarray([np.roll(base, -s) for s in range(dims)]).T
+    return _ORDERS[key]
+
+
 def search(z: np.ndarray, decode: DecodeFn, knobs: Mapping[str, Knob], own: np.ndarray,
            free: Mapping[int, float], rows: int, rounds: int, crosstalk: float) -> np.ndarray:  # fmt: skip
     """Closed loop for every variation's latent in ``z`` (n, Z); returns the best tokens (n, 24).
@@ -104,9 +116,7 @@ def search(z: np.ndarray, decode: DecodeFn, knobs: Mapping[str, Knob], own: np.n
     cols = np.asarray([knobs[a].column for a in names], np.int64)
     signs = np.asarray([knobs[a].sign for a in names], np.float64)
     targets = np.asarray([knobs[a].target for a in names], np.float64) * signs  # rising along each dim
-    base = _offsets(rows)
-    # Dim s reads the offsets rotated by s: with several knobs set the rows mix their moves.
-    order = np.asarray([np.roll(base, -s) if s else base for s in range(len(names))]).T  # (rows, S)
+    order = _order(rows, len(names))
     seen_z: list[np.ndarray] = []  # per round (n, rows, S) latent values of the set dims
     seen_a: list[np.ndarray] = []  # per round (n, rows, S) decoded attributes of the set dims
     best_tokens: np.ndarray | None = None
