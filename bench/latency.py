@@ -288,7 +288,8 @@ def vary_section(model_path: str | None, data: str, iters: int, warmup: int) -> 
             "vary_default_le_1_5x_raw": ratio <= GOAL_VARY_RATIO,
             "vary_default_over_raw_cpu_p99": cpu_ratio,
             "vary_default_new_bar_over_raw_p99": ratio_new,
-            "torch_eager_over_vary_default_p50": round(rows["torch_eager"]["p50_ms"] / rows["vary_default"]["p50_ms"], 2),
+            "torch_eager_over_vary_default_p50":
+                round(rows["torch_eager"]["p50_ms"] / rows["vary_default"]["p50_ms"], 2),
         },
     }
 

@@ -508,6 +508,12 @@ class BridgeCore:
             status["in_attributes"] = attributes_of(plan.source.tokens, self.vocab, self.model_attributes)
         if plan is not None and plan.knobs is not None:
             event["knobs"] = dict(plan.knobs.values)
+            targets = self._targets(plan.knobs)
+            status["knob_targets"] = targets or None
+            if targets:
+                event["targets"] = targets
+                if plan.tokens is not None:
+                    event["achieved"] = {a: v for a, v in status["out_attributes"].items() if a in targets}
             event["amount"] = round(plan.knobs.amount, 4)
             status["frozen"] = plan.knobs.freeze
         if plan is None or plan.kind == "silence":
@@ -515,6 +521,13 @@ class BridgeCore:
         self._set_status(**status)
         self._log(event)
         self._idle_stop(now, plan)
+
+    def _targets(self, knobs: KnobSnapshot) -> dict[str, float]:
+        """Attribute value each set knob asks for (engines without calibration report none)."""
+        to_attribute = getattr(self.engine, "knob_to_attribute", None)
+        if to_attribute is None:
+            return {}
+        return {a: round(float(to_attribute(a, v)), 4) for a, v in knobs.values.items() if v is not None}
 
     def _idle_stop(self, now: float, plan: Plan | None) -> None:
         """Internal tempo, respond mode: after ``idle_bars`` silent bars wait for the next note."""

@@ -97,6 +97,7 @@ class BridgeStatus:
     mode: str = "respond"
     in_attributes: dict[str, float] | None = None
     out_attributes: dict[str, float] | None = None
+    knob_targets: dict[str, float] | None = None  # attribute value each set knob asked for (last bar)
     inference_ms: float | None = None
     margin: float | None = None  # last deadline margin, fraction of a bar
     misses: int = 0

@@ -53,6 +53,11 @@ def format_status(status: BridgeStatus, knobs: KnobSnapshot) -> str:
         f"inference {inference}{margin}",
         f"miss {status.misses} late {status.late} err {status.errors}",
     ]
+    if status.knob_targets:  # each set knob's target next to what the played bar achieved
+        out = status.out_attributes or {}
+        parts.insert(3, "target→got " + " ".join(
+            f"{SHORT.get(k, k[:3])} {t:.2f}→{'-' if out.get(k) is None else format(out[k], '.2f')}"
+            for k, t in status.knob_targets.items()))
     if status.message:
         parts.append(status.message)
     return " | ".join(parts)

@@ -56,6 +56,12 @@ def test_vary_and_serve_give_identical_variations(tmp_path: Path, tiny_path: Pat
     assert sorted(played) == list(range(1, len(bars) + 1))
     live = np.asarray([played[b] for b in sorted(played)])
     np.testing.assert_array_equal(live[: len(offline)], offline)
+    # The log and the status line show each knob's target next to the achieved value.
+    bar = next(e for e in sim.events if e["event"] == "bar" and "tokens" in e)
+    assert bar["targets"] == {a: round(tiny_engine.knob_to_attribute(a, v), 4) for a, v in knobs.items()}
+    got = tiny_engine.attributes(np.asarray(bar["tokens"]))[0]
+    assert bar["achieved"] == {a: round(float(got[ATTRIBUTE_NAMES.index(a)]), 4) for a in knobs}
+    assert sim.core.status.knob_targets == {a: round(tiny_engine.knob_to_attribute(a, v), 4) for a, v in knobs.items()}
 
 
 def test_knob_range_spans_the_data_percentiles_monotonically(tiny_engine: Engine) -> None:
