@@ -9,9 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from arvae_midi.commands.export import one_line_errors
-from arvae_midi.errors import ConfigError
-
 from arvae_midi.engine.policy import CONTEXT_BARS, DEFAULT_CANDIDATES, DEFAULT_ROUNDS, KEY_LOCK
+from arvae_midi.errors import ConfigError
 
 KNOB_MAX = 127
 #: Closed-loop rows per round and variation: the engine's policy (numpy-only module, cheap to import).

@@ -5,10 +5,10 @@ input (one bar, or the recent bars in the bridge) and the decoder is only allowe
 of that scale, plus the pitch classes the input itself plays (so a chromatic passing note of
 the input stays available).
 
-Estimation (precomputed key-profile tables, a few microseconds): among the 12 diatonic pitch-class sets (which also cover the church modes that
-folk tunes use) and the 12 harmonic-minor sets, take those covering the largest share of the
-input's duration-weighted pitch classes; break ties with the Krumhansl-Kessler key-profile
-correlation of the set's tonic.
+Estimation (precomputed key-profile tables, tens of microseconds): among the 12 diatonic
+pitch-class sets (which also cover the church modes that folk tunes use) and the 12
+harmonic-minor sets, take those covering the largest share of the input's duration-weighted
+pitch classes; break ties with the Krumhansl-Kessler key-profile correlation of the set's tonic.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def allowed_mask_bits(tokens: np.ndarray, vocab: Vocabulary) -> int | None:
     bits = 0
     for pc in scale.pitch_classes:
         bits |= 1 << pc
-    for pc in np.flatnonzero(hist > 0):
-        bits |= 1 << int(pc)
+    for played in np.flatnonzero(hist > 0).tolist():
+        bits |= 1 << played
     return bits
 
 

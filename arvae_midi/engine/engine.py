@@ -32,6 +32,7 @@ from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.scales import allowed_mask_bits, token_mask
 from arvae_midi.core.tokens import REST_ID
 from arvae_midi.engine.calibration import KNOB_STEPS, CurveInverse, knob_attribute, knob_table
+from arvae_midi.engine.metadata import INPUTS, MASK_FORBIDDEN, METADATA_KEY, OUTPUTS, ModelMetadata, parse_metadata
 from arvae_midi.engine.policy import (
     CONTEXT_BARS,
     DEFAULT_CANDIDATES,
@@ -42,7 +43,6 @@ from arvae_midi.engine.policy import (
     LoopConfig,
     search,
 )
-from arvae_midi.engine.metadata import INPUTS, MASK_FORBIDDEN, METADATA_KEY, OUTPUTS, ModelMetadata, parse_metadata
 from arvae_midi.errors import ConfigError, ModelFileError
 
 #: The model shipped with the package, used when no path is given.
@@ -272,8 +272,8 @@ class Engine:
         n: int = 1,
         pitch_mask: np.ndarray | None = None,
         key_lock: bool | None = None,
-        candidates: int = DEFAULT_CANDIDATES,
         context: Sequence[np.ndarray] | np.ndarray | None = None,
+        candidates: int = DEFAULT_CANDIDATES,
         rounds: int = DEFAULT_ROUNDS,
     ) -> np.ndarray:
         """``n`` variations (n, 24) int64 of one bar (24,): the one call ``vary`` and ``serve`` make.

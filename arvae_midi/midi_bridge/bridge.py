@@ -198,9 +198,8 @@ class BridgeCore:
                 self._cut(t, "song position", panic=True)
         elif kind in ("note_on", "note_off"):
             self._handle_note(t, msg)
-        elif kind == "control_change":
-            if self.knobs.handle(msg.channel, msg.control, msg.value):
-                self._speculate(t)
+        elif kind == "control_change" and self.knobs.handle(msg.channel, msg.control, msg.value):
+            self._speculate(t)  # a knob moved: the pending variation may change up to the barline
 
     def step(self, now: float) -> None:
         """Run every timer and send every event due at ``now``."""

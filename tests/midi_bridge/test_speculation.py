@@ -7,6 +7,7 @@ plays the batch whose input equals its final tokens. Hardware-free, on the manua
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from arvae_midi.midi_bridge.config import BridgeConfig
