@@ -430,6 +430,8 @@ class BridgeCore:
             error = future.exception()
             if error is not None:
                 self._errors[job.key] = f"{type(error).__name__}: {error}"
+                while len(self._errors) > _RESULTS_KEPT:  # speculative inputs no bar ended with
+                    del self._errors[next(iter(self._errors))]
             else:
                 self._results[job.key] = future.result()
                 while len(self._results) > _RESULTS_KEPT:
