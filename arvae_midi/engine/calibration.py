@@ -167,7 +167,9 @@ class CurveInverse:
     knob range linearly over the latent grid.
     """
 
-    def __init__(self, cal: Calibration) -> None:
+    def __init__(self, cal: Calibration, extrapolate: float = 0.0) -> None:
+        """``extrapolate``: targets beyond the curve's range continue along its mean slope for at
+        most this share of the latent grid's span past its end (0 = clip at the end)."""
         latent, envelope = _oriented(cal)
         lo, hi = envelope[0], envelope[-1]
         self.flat = bool(hi - lo < 1e-9)
@@ -179,10 +181,20 @@ class CurveInverse:
         else:
             # A tiny ramp turns plateaus into a strictly increasing abscissa for np.interp.
             self.abscissa = envelope + np.arange(len(envelope)) * (hi - lo) * 1e-9
+        span = float(self.latent[-1] - self.latent[0])
+        self.slope = span / float(self.abscissa[-1] - self.abscissa[0])  # latent per attribute unit
+        self.reach = abs(extrapolate * span)
 
     def __call__(self, targets: np.ndarray) -> np.ndarray:
         """Latent values (float64, shape of ``targets``)."""
-        return np.asarray(np.interp(targets, self.abscissa, self.latent), dtype=np.float64)
+        t = np.asarray(targets, dtype=np.float64)
+        z = np.asarray(np.interp(t, self.abscissa, self.latent), dtype=np.float64)
+        if self.reach > 0:
+            # Beyond the median bar's range a given bar may still go on (the median curve of a
+            # decoder saturates where many bars do): continue along the mean slope, bounded.
+            past = np.clip(t - self.abscissa[-1], 0, None) + np.clip(t - self.abscissa[0], None, 0)
+            z = z + np.clip(past * self.slope, -self.reach, self.reach)
+        return z
 
 
 def latent_for(cal: Calibration, targets: np.ndarray) -> np.ndarray:

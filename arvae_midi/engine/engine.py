@@ -144,7 +144,9 @@ class Engine:
         self._latent_span = {a: float(cal[a].latent[-1] - cal[a].latent[0]) for a in meta.attributes}
         self._orientation = {a: 1.0 if np.polyfit(cal[a].latent, cal[a].median, 1)[0] >= 0 else -1.0
                              for a in meta.attributes}  # fmt: skip
-        self._inverse = {a: CurveInverse(cal[a]) for a in self._attr_columns}
+        # The search's start: the median curve's inverse, continued past its ends for bars that can
+        # go further than the median bar (e.g. a narrower range than the curve's floor).
+        self._inverse = {a: CurveInverse(cal[a], self.loop.extrapolate) for a in self._attr_columns}
         self._cache_lock = threading.Lock()
         # bar bytes -> (mu (1, Z), the bar's attributes (4,))
         self._encodings: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()

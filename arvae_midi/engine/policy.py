@@ -49,11 +49,14 @@ class LoopConfig:
     """How the closed loop searches (:func:`search`) and scores candidates (:func:`cost`).
 
     ``step``: round 1's step in units of each dim's calibrated latent span; ``crosstalk``: the
-    weight of the unset attributes' move away from the input bar's own value in the cost.
+    weight of the unset attributes' move away from the input bar's own value in the cost;
+    ``extrapolate``: how far (share of the latent span) the start may go past the ends of the
+    median curve (set at engine load).
     """
 
     step: float = 0.1
     crosstalk: float = 0.2
+    extrapolate: float = 0.3  # share of a dim's latent span the start may go past the curve's ends
 
 
 @dataclass(frozen=True)
