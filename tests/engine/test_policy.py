@@ -145,3 +145,20 @@ def test_an_unchanged_bar_is_encoded_once(tiny_path: Path, heldout_bars: np.ndar
         engine.vary(heldout_bars[0], {"contour": knob})
     engine.vary(heldout_bars[1], {"contour": 3})
     assert runs == [1, 1]
+
+
+def test_curve_inverse_continues_past_the_ends_within_bounds(tiny_engine: Engine) -> None:
+    from arvae_midi.engine.calibration import CurveInverse, latent_for
+
+    for name in ATTRIBUTE_NAMES:
+        cal = tiny_engine.meta.calibration[name]
+        clipped, extended = CurveInverse(cal), CurveInverse(cal, extrapolate=0.3)
+        span = cal.latent[-1] - cal.latent[0]
+        lo, hi = float(clipped.abscissa[0]), float(clipped.abscissa[-1])
+        inside = np.linspace(lo, hi, 7)
+        np.testing.assert_allclose(extended(inside), latent_for(cal, inside))
+        far = np.asarray([lo - 10.0, hi + 10.0])
+        np.testing.assert_allclose(np.abs(extended(far) - clipped(far)), [0.3 * span, 0.3 * span], rtol=1e-9)
+        values = extended(np.linspace(lo - 0.1, hi + 0.1, 50))
+        slope = np.sign(np.polyfit(cal.latent, cal.median, 1)[0])
+        assert np.all(np.diff(values) * slope >= -1e-12)  # still monotone
