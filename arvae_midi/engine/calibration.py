@@ -185,6 +185,10 @@ class CurveInverse:
         self.slope = span / float(self.abscissa[-1] - self.abscissa[0])  # latent per attribute unit
         self.reach = abs(extrapolate * span)
 
+    def clipped(self, targets: np.ndarray) -> np.ndarray:
+        """Latent values (float64) without the continuation past the curve's ends."""
+        return np.asarray(np.interp(targets, self.abscissa, self.latent), dtype=np.float64)
+
     def __call__(self, targets: np.ndarray) -> np.ndarray:
         """Latent values (float64, shape of ``targets``)."""
         t = np.asarray(targets, dtype=np.float64)

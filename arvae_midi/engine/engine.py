@@ -348,11 +348,13 @@ class Engine:
         target = float(self._knob_attr[attribute][value])
         # The median curve's shape at the bar's own level: start where the curve says the
         # attribute moves by (target - own) when walking from the bar's own latent value.
-        curve = self._inverse[attribute](np.asarray([target, own]))
+        inverse = self._inverse[attribute]
+        curve = inverse(np.asarray([target, own]))
         start = latent + float(curve[0] - curve[1])
+        ends = inverse.clipped(np.asarray([target, own]))
         return Knob(self._attr_columns[attribute], self.meta.attribute_dims[attribute], target, start,
                     self.loop.step * self._latent_span[attribute], self._attr_span[attribute],
-                    self._orientation[attribute])
+                    self._orientation[attribute], latent + float(ends[0] - ends[1]))
 
     def _encode_cached(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mu (1, Z), attributes (4,)) of one bar (1, 24), cached for recently varied bars."""

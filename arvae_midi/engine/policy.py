@@ -70,6 +70,7 @@ class Knob:
     step: float  # round-1 step, latent units
     span: float  # attribute span of the knob's travel (the cost's unit)
     sign: float = 1.0  # -1 when the model learned the dim upside down (attribute falls as it rises)
+    clipped: float | None = None  # the start without the continuation past the curve's ends
 
 
 def cost(attrs: np.ndarray, own: np.ndarray, knobs: Mapping[str, Knob], free: Mapping[int, float],
@@ -124,8 +125,14 @@ def search(z: np.ndarray, decode: DecodeFn, knobs: Mapping[str, Knob], own: np.n
     seen_a: list[np.ndarray] = []  # per round (n, rows, S) decoded attributes of the set dims
     best_tokens: np.ndarray | None = None
     best_cost = np.full(n, np.inf)
-    for _ in range(rounds):
+    clipped = np.asarray([[knobs[a].start if knobs[a].clipped is None else knobs[a].clipped for a in names]] * n)
+    for r in range(rounds):
         values = centre[:, None, :] + order[None, :, :] * step[:, None, :]  # (n, rows, S)
+        if r == 0 and rows > 2:
+            # A start continued past the median curve's end may overshoot: the last row tries the
+            # curve's end itself instead of the farthest offset.
+            far = np.abs(clipped - centre) > 0.5 * step
+            values[:, -1, :] = np.where(far, clipped, values[:, -1, :])
         cand = np.repeat(z, rows, axis=0)  # (n*rows, Z)
         cand[:, dims] = values.reshape(n * rows, -1)
         attrs, tokens = decode(cand)
