@@ -15,8 +15,22 @@ iteration, so load spikes on a shared machine hit them alike. With a CUDA GPU an
 onnxruntime-gpu, CUDA figures are added. The last stdout line is JSON: p50/p99/mean in ms per
 case (plus the calling thread's CPU time on one thread: the latency without preemption when the
 machine is shared), speed-ups (torch / onnxruntime at equal threads and batch) and the goals (the performance
-budgets in docs/architecture.md): onnxruntime p99 <= 2 ms at batch 1 on one thread, and >= 3x
-faster than torch eager.
+budgets in docs/architecture.md): onnxruntime p99 <= 2 ms at batch 1 on one thread, and >= 3x faster than torch eager.
+
+``vary_default`` section (``--model``, default the shipped model; bars from ``--data``'s test split
+when the file exists, else the same random bars): on one intra-op thread, round-robin in the same
+loop, per call
+
+* ``raw``: one encode + one decode of a new bar (batch 1), the budget's unit;
+* ``vary_default``: ``Engine.vary`` exactly as ``serve`` calls it while a phrase is played or a
+  knob turns: key lock on with the 3 bars before it as context, the default closed loop, all four
+  knobs set (each call a new knob setting), the bar itself unchanged since the previous call
+  (the encoding is cached);
+* ``vary_default_new_bar``: the same with a new bar every call (no cache hit);
+* ``torch_eager``: the torch model of the same width (the model file's recipe, seeded weights),
+  encode + greedy decode, batch 1, one thread.
+
+Goals: ``vary_default`` p99 <= 2 ms and <= 1.5x the ``raw`` p99 of the same run.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ from arvae_midi.train.models import VAE, ModelConfig
 BATCHES = (1, 8)
 GOAL_P99_MS = 2.0
 GOAL_SPEEDUP = 3.0
+GOAL_VARY_RATIO = 1.5
 
 
 def _load_model(run: str | None) -> tuple[VAE, list[str], dict[str, int], str]:
@@ -106,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=30, help="untimed calls per case first")
     parser.add_argument("--run", default=None, help="a trained run folder (default: untrained full-size model)")
     parser.add_argument("--json-out", default=None, help="also write the JSON here")
+    parser.add_argument("--model", default=None, help="model file for vary_default (default: the shipped one)")
+    parser.add_argument("--data", default="data/folk-chorales.npz", help="dataset npz: vary_default's bars")
     args = parser.parse_args(argv)
     if args.iters < 10 or args.warmup < 0:
         parser.error("--iters must be >= 10 and --warmup >= 0")
@@ -186,11 +203,96 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "onnxruntime": ort.__version__, "numpy": np.__version__},  # fmt: skip
     }
+    report["vary_default"] = vary_section(args.model, args.data, args.iters, args.warmup)
+    report["goals"] |= {k: v for k, v in report["vary_default"]["goals"].items()}
     line = json.dumps(report)
     print(line)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _bench_bars(engine: Engine, data: str, n: int) -> np.ndarray:
+    """``n`` test-split bars with notes from ``data`` in the model's ids, or random bars."""
+    vocab = engine.meta.vocab
+    if Path(data).is_file():
+        with np.load(data, allow_pickle=False) as d:
+            index = {t: i for i, t in enumerate(vocab.tokens)}
+            remap = np.asarray([index.get(str(t), 1) for t in d["vocab"]], np.int64)
+            pool = remap[d["tokens"][d["split"] == 2]]
+        pool = pool[(vocab.pitch_table[pool] >= 0).any(axis=1)]
+        return pool[np.random.default_rng(1).choice(len(pool), n, replace=False)]
+    return np.random.default_rng(1).integers(0, len(vocab), (n, 24)).astype(np.int64)
+
+
+def vary_section(model_path: str | None, data: str, iters: int, warmup: int) -> dict[str, Any]:
+    """The ``vary_default`` cases (module docstring) on one thread, round-robin."""
+    from arvae_midi.core.config import from_dict
+    from arvae_midi.engine.policy import DEFAULT_CANDIDATES, DEFAULT_ROUNDS
+
+    engine = Engine.load(model_path, device="cpu", threads=1)
+    torch.set_num_threads(1)
+    bars = _bench_bars(engine, data, iters + warmup + 8)
+    names = list(engine.meta.attributes)
+    knob_rng = np.random.default_rng(2)
+    settings = [{a: int(v) for a, v in zip(names, knob_rng.integers(0, 128, len(names)), strict=True)}
+                for _ in range(iters + warmup)]  # fmt: skip
+    torch.manual_seed(0)
+    tmodel = build_model(from_dict(ModelConfig, dict(engine.meta.recipe.get("model", {})))).eval()
+    step = {"i": 0}
+    held = bars[0]
+
+    def raw() -> object:
+        mu, _ = engine.encode(bars[4 + step["i"]][None])
+        return engine.decode(mu)
+
+    def vary_same() -> object:
+        return engine.vary(held, settings[step["i"]], context=bars[1:4])
+
+    def vary_new() -> object:
+        i = 4 + step["i"]
+        return engine.vary(bars[i], settings[step["i"]], context=bars[i - 3 : i])
+
+    t_bar = torch.as_tensor(bars[:1])
+    t_mask = torch.zeros(1, len(engine.meta.vocab))
+
+    def torch_eager() -> object:
+        with torch.inference_mode():
+            mu, _ = tmodel.encode(t_bar)
+            return tmodel.generate(mu, t_mask)
+
+    cases = {"raw": raw, "vary_default": vary_same, "vary_default_new_bar": vary_new, "torch_eager": torch_eager}
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in cases}
+    for k in range(warmup + iters):
+        step["i"] = k
+        for name, fn in cases.items():
+            c0, t0 = time.thread_time(), time.perf_counter()
+            fn()
+            if k >= warmup:
+                times[name][0].append(time.perf_counter() - t0)
+                times[name][1].append(time.thread_time() - c0)
+    rows = {}
+    for name, (wall, cpu) in times.items():
+        c = _percentiles(cpu)
+        rows[name] = {**_percentiles(wall), "cpu_p50_ms": c["p50_ms"], "cpu_p99_ms": c["p99_ms"]}
+    ratio = round(rows["vary_default"]["p99_ms"] / rows["raw"]["p99_ms"], 3)
+    ratio_new = round(rows["vary_default_new_bar"]["p99_ms"] / rows["raw"]["p99_ms"], 3)
+    cpu_ratio = round(rows["vary_default"]["cpu_p99_ms"] / rows["raw"]["cpu_p99_ms"], 3)
+    return {
+        "model": str(engine.path), "bars": "test split of " + data if Path(data).is_file() else "random",
+        "threads": 1, "candidates": DEFAULT_CANDIDATES, "rounds": DEFAULT_ROUNDS, "knobs_set": names,
+        "key_lock": True, "context_bars": 3, "cases": rows,
+        "goals": {
+            "vary_default_p99_ms": rows["vary_default"]["p99_ms"],
+            "vary_default_p99_le_2ms": rows["vary_default"]["p99_ms"] <= GOAL_P99_MS,
+            "vary_default_over_raw_p99": ratio,
+            "vary_default_le_1_5x_raw": ratio <= GOAL_VARY_RATIO,
+            "vary_default_over_raw_cpu_p99": cpu_ratio,
+            "vary_default_new_bar_over_raw_p99": ratio_new,
+            "torch_eager_over_vary_default_p50":
+                round(rows["torch_eager"]["p50_ms"] / rows["vary_default"]["p50_ms"], 2),
+        },
+    }
 
 
 def _cuda_results(model: VAE, path: Path, bars: dict[int, np.ndarray], vocab_size: int, iters: int,

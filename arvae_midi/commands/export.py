@@ -88,7 +88,7 @@ def _print_info(engine: Engine, size: int) -> None:
         console.print("calibration: none (no regularised attribute: knobs have no effect)")
         return
     table = Table("attribute", "dim", "latent range", "knob 0", "knob 64", "knob 127", "median IQR",
-                  title="calibration (median attribute of decoded held-out bars)")
+                  title="calibration (knob targets in attribute units; latent start of the closed loop)")
     for name in meta.attributes:
         cal = meta.calibration[name]
         expected = knob_attribute(cal)

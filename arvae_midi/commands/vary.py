@@ -9,8 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, ATTRIBUTE_SHORT
-from arvae_midi.core.constants import DEFAULT_CANDIDATES, KNOB_MAX
+from arvae_midi.core.constants import KNOB_MAX
+from arvae_midi.engine.policy import CONTEXT_BARS, DEFAULT_CANDIDATES, DEFAULT_ROUNDS, KEY_LOCK
 from arvae_midi.errors import ConfigError
+
+#: Closed-loop rows per round and variation: the engine's policy (numpy-only module, cheap to import).
+CANDIDATES = DEFAULT_CANDIDATES
 
 
 def parse_knob_settings(items: list[str]) -> dict[str, int]:
@@ -50,12 +54,16 @@ def vary(
     seed: Annotated[int, typer.Option(help="Noise seed (bar i uses seed + i).")] = 0,
     candidates: Annotated[
         int,
-        typer.Option(min=1, max=64, help="Candidates decoded per variation when a knob is set; the one nearest "
-                     "the knob targets is kept (1 = raw latent traversal)."),
-    ] = DEFAULT_CANDIDATES,
+        typer.Option(min=1, max=64, help="Latents decoded per closed-loop round and variation when a knob is "
+                     "set; the one nearest the knob targets is kept (1 = raw latent traversal)."),
+    ] = CANDIDATES,
+    rounds: Annotated[
+        int, typer.Option(min=1, max=8, help="Closed-loop rounds (each narrows the bracket around the targets).")
+    ] = DEFAULT_ROUNDS,
     key_lock: Annotated[
-        bool, typer.Option("--key-lock/--no-key-lock", help="Keep each bar's variations in that bar's scale.")
-    ] = True,
+        bool, typer.Option("--key-lock/--no-key-lock", help="Keep each bar's variations in the scale of that bar "
+                           f"and the {CONTEXT_BARS - 1} before it, as serve does.")
+    ] = KEY_LOCK,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print per-bar attributes as JSON.")] = False,
 ) -> None:
@@ -77,10 +85,15 @@ def vary(
     bars = song.bar_tokens(vocab)
     if len(bars) == 0:
         raise ConfigError(f"{midi_file}: no notes, so no bar to vary")
+    # The engine call serve makes: the key lock reads the bar and the ones before it (serve's
+    # recent bars; silent bars carry no scale, so they are left out as serve leaves them).
+    played = [i for i, bar in enumerate(bars) if (vocab.pitch_table[bar] >= 0).any()]
     outputs = np.concatenate(
         [engine.vary(bar, knobs, amount=amount, seed=seed + i, n=variations, key_lock=key_lock,
-                     candidates=candidates) for i, bar in enumerate(bars)]  # fmt: skip
-    )  # (bars * variations, 24): bar 0's variations, then bar 1's, ...
+                     candidates=candidates, rounds=rounds,
+                     context=bars[[j for j in played if j < i][-(CONTEXT_BARS - 1):]])
+         for i, bar in enumerate(bars)]
+    )  # (bars * variations, 24): bar 0's variations, then bar 1's, ...  # fmt: skip
     velocities = [v for v in song.bar_velocities() for _ in range(variations)]
     write_midi(out, bars_to_notes(outputs, vocab, velocities), bpm=song.bpm)
 

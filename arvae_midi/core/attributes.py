@@ -84,7 +84,29 @@ def contour(tokens: np.ndarray, vocab: Vocabulary) -> np.ndarray:
 
 
 def compute_attributes(tokens: np.ndarray, vocab: Vocabulary) -> np.ndarray:
-    """All four attributes in :data:`ATTRIBUTE_NAMES` order; shape (N, 4), float32."""
+    """All four attributes in :data:`ATTRIBUTE_NAMES` order; shape (N, 4), float32.
+
+    One pitch lookup shared by the four (the engine's closed loop calls this on every decode);
+    the values equal the single-attribute functions above.
+    """
     ids = np.asarray(tokens, dtype=np.int64)
-    columns = [fn(ids, vocab) for fn in (rhythmic_complexity, note_density, pitch_range, contour)]
-    return np.stack(columns, axis=1).astype(np.float32) if len(ids) else np.zeros((0, 4), np.float32)
+    if not len(ids):
+        return np.zeros((0, 4), np.float32)
+    pitches = _onset_pitches(ids, vocab)
+    has = pitches >= 0
+    n, t = has.shape
+    if t != TICKS_PER_BAR:
+        raise ValueError(f"rhythmic_complexity needs {TICKS_PER_BAR}-tick measures, got {t}")
+    count = has.sum(axis=1)
+    out = np.empty((n, 4), np.float64)
+    out[:, 0] = has @ RHYTHM_WEIGHTS / RHYTHM_WEIGHTS.sum()
+    out[:, 1] = count / t
+    hi = np.where(has, pitches, -1).max(axis=1, initial=-1)
+    lo = np.where(has, pitches, 1000).min(axis=1, initial=1000)
+    rows = np.arange(n)
+    first = pitches[rows, np.argmax(has, axis=1)]
+    last = pitches[rows, t - 1 - np.argmax(has[:, ::-1], axis=1)]
+    two = count >= 2
+    out[:, 2] = np.where(two, (hi - lo) / PITCH_NORM, 0.0)
+    out[:, 3] = np.where(two, (last - first) / PITCH_NORM, 0.0)
+    return out.astype(np.float32)

@@ -20,5 +20,3 @@ KNOB_MAX = 127
 #: Knob positions (0..127).
 KNOB_STEPS = KNOB_MAX + 1
 
-#: Candidates the engine decodes per variation when a knob is set (1 = raw latent traversal).
-DEFAULT_CANDIDATES = 32

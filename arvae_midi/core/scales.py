@@ -5,10 +5,10 @@ input (one bar, or the recent bars in the bridge) and the decoder is only allowe
 of that scale, plus the pitch classes the input itself plays (so a chromatic passing note of
 the input stays available).
 
-Estimation: among the 12 diatonic pitch-class sets (which also cover the church modes that
-folk tunes use) and the 12 harmonic-minor sets, take those covering the largest share of the
-input's duration-weighted pitch classes; break ties with the Krumhansl-Kessler key-profile
-correlation of the set's tonic.
+Estimation (precomputed key-profile tables, tens of microseconds): among the 12 diatonic
+pitch-class sets (which also cover the church modes that folk tunes use) and the 12
+harmonic-minor sets, take those covering the largest share of the input's duration-weighted
+pitch classes; break ties with the Krumhansl-Kessler key-profile correlation of the set's tonic.
 """
 
 from __future__ import annotations
@@ -52,37 +52,67 @@ class Scale:
 def pitch_class_histogram(tokens: np.ndarray, vocab: Vocabulary) -> np.ndarray:
     """Duration (beats) each pitch class sounds in (N, 24) token bars; shape (12,), float64."""
     ids = np.atleast_2d(np.asarray(tokens, dtype=np.int64))
-    pitches = vocab.pitch_table[ids]
-    # Carry each onset's pitch through its HOLD ticks so notes weigh by duration.
-    sounding = np.full(ids.shape, -1, dtype=np.int64)
-    current = np.full(ids.shape[0], -1, dtype=np.int64)
-    for t in range(ids.shape[1]):
-        current = np.where(ids[:, t] == HOLD_ID, current, pitches[:, t])
-        sounding[:, t] = current
+    pitches = vocab.pitch_table[ids]  # (N, T): MIDI pitch at onsets, -1 at HOLD and REST
+    # Carry each onset's pitch through its HOLD ticks so notes weigh by duration: the index of
+    # the last non-HOLD tick at or before every tick (a HOLD at tick 0 sounds nothing: its own
+    # pitch_table entry is -1).
+    t = np.arange(ids.shape[1])
+    last = np.maximum.accumulate(np.where(ids == HOLD_ID, 0, t), axis=1)
+    sounding = np.take_along_axis(pitches, last, axis=1)
     weights = np.broadcast_to(TICK_DURATIONS[: ids.shape[1]], ids.shape)
     mask = sounding >= 0
     hist = np.bincount(sounding[mask] % 12, weights=weights[mask], minlength=12)
     return hist.astype(np.float64)
 
 
+def _scale_tables() -> tuple[list[Scale], np.ndarray, np.ndarray]:
+    """Every candidate scale, its pitch-class membership (S, 12) and centred unit KK profile (S, 12)."""
+    scales = [Scale(tonic, mode) for mode in MODES for tonic in range(12)]
+    member = np.zeros((len(scales), 12))
+    profiles = np.zeros((len(scales), 12))
+    for i, sc in enumerate(scales):
+        member[i, sorted(sc.pitch_classes)] = 1.0
+        p = np.roll(_KK[sc.mode], sc.tonic)
+        p = p - p.mean()
+        profiles[i] = p / np.linalg.norm(p)
+    return scales, member, profiles
+
+
+#: Precomputed key profiles: the estimate is two (24, 12) @ (12,) products, a few microseconds.
+_SCALES, _MEMBER, _PROFILES = _scale_tables()
+
+
 def estimate_scale(tokens: np.ndarray, vocab: Vocabulary) -> Scale | None:
     """Best-fitting scale of one or more bars (N, 24); None when they hold no notes."""
-    hist = pitch_class_histogram(tokens, vocab)
-    total = hist.sum()
+    return scale_of_histogram(pitch_class_histogram(tokens, vocab))
+
+
+def scale_of_histogram(hist: np.ndarray) -> Scale | None:
+    """Best scale for a pitch-class duration histogram (12,): the largest covered share, then the
+    highest key-profile correlation, then the first in (major C..B, harmonic minor C..B) order."""
+    total = float(hist.sum())
     if total <= 0:
         return None
-    best: tuple[float, float, Scale] | None = None
-    for mode, steps in MODES.items():
-        for tonic in range(12):
-            scale = Scale(tonic, mode)
-            coverage = sum(hist[(tonic + s) % 12] for s in steps) / total
-            profile = np.roll(_KK[mode], tonic)
-            corr = float(np.corrcoef(profile, hist)[0, 1]) if hist.std() > 0 else 0.0
-            key = (round(coverage, 9), corr, scale)
-            if best is None or key[:2] > best[:2]:
-                best = key
-    assert best is not None
-    return best[2]
+    coverage = np.round(_MEMBER @ hist / total, 9)
+    centred = hist - hist.mean()
+    norm = float(np.linalg.norm(centred))
+    corr = _PROFILES @ centred / norm if norm > 0 else np.zeros(len(_SCALES))
+    best = int(np.argmax(np.where(coverage == coverage.max(), corr, -np.inf)))
+    return _SCALES[best]
+
+
+def allowed_mask_bits(tokens: np.ndarray, vocab: Vocabulary) -> int | None:
+    """:func:`allowed_pitch_classes` as a 12-bit integer (bit pc set = allowed); None = no lock."""
+    hist = pitch_class_histogram(tokens, vocab)
+    scale = scale_of_histogram(hist)
+    if scale is None:
+        return None
+    bits = 0
+    for pc in scale.pitch_classes:
+        bits |= 1 << pc
+    for played in np.flatnonzero(hist > 0).tolist():
+        bits |= 1 << played
+    return bits
 
 
 def allowed_pitch_classes(tokens: np.ndarray, vocab: Vocabulary) -> frozenset[int] | None:
@@ -90,11 +120,8 @@ def allowed_pitch_classes(tokens: np.ndarray, vocab: Vocabulary) -> frozenset[in
 
     None means no lock (the input holds no notes).
     """
-    scale = estimate_scale(tokens, vocab)
-    if scale is None:
-        return None
-    played = np.flatnonzero(pitch_class_histogram(tokens, vocab) > 0)
-    return scale.pitch_classes | frozenset(int(pc) for pc in played)
+    bits = allowed_mask_bits(tokens, vocab)
+    return None if bits is None else frozenset(pc for pc in range(12) if bits >> pc & 1)
 
 
 def token_mask(pitch_classes: frozenset[int] | None, vocab: Vocabulary) -> np.ndarray:

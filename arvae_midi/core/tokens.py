@@ -51,6 +51,10 @@ DMELODIES_TICKS_PER_BEAT = 2
 DMELODIES_PITCH_RANGE = (60, 109)
 
 
+#: (low, high) -> pitch table, shared by every Vocabulary of that range.
+_PITCH_TABLES: dict[tuple[int, int], np.ndarray] = {}
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Deterministic token vocabulary: HOLD, REST, then every MIDI pitch in ``low..high``."""
@@ -75,8 +79,13 @@ class Vocabulary:
 
     @property
     def pitch_table(self) -> np.ndarray:
-        """MIDI pitch of every token id, -1 for HOLD and REST; shape (V,), int64."""
-        return np.concatenate([[-1, -1], np.arange(self.low, self.high + 1)]).astype(np.int64)
+        """MIDI pitch of every token id, -1 for HOLD and REST; shape (V,), int64, read-only."""
+        table = _PITCH_TABLES.get((self.low, self.high))
+        if table is None:  # built once per range: the engine's hot path looks it up many times a bar
+            table = np.concatenate([[-1, -1], np.arange(self.low, self.high + 1)]).astype(np.int64)
+            table.setflags(write=False)
+            _PITCH_TABLES[(self.low, self.high)] = table
+        return table
 
     def pitch_id(self, pitch: int) -> int:
         """Token id of an in-range MIDI pitch."""

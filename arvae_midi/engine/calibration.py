@@ -1,10 +1,17 @@
-"""Per-attribute calibration: latent value -> attribute statistics, and knob (0..127) -> latent value.
+"""Per-attribute calibration: latent value -> attribute statistics, and knob (0..127) -> target.
 
-At export, every regularised latent dim is swept over a grid of values (1st to 99th percentile of
-the held-out means on that dim); at each grid value all held-out bars are decoded with that dim
-set (the other dims keep each bar's own mean) and the attribute's median and quartiles recorded.
-The engine inverts the median curve so that a knob position maps onto the attribute's calibrated
-range: knob 0 gives the lowest median, knob 127 the highest, monotonically in between.
+At export (or ``arvae-midi calibrate``), every regularised latent dim is swept over a grid of
+values (1st to 99th percentile of the held-out means on that dim, widened by ``extend`` times
+that span on each side so the decoder's extremes are on the grid); at each grid value all
+held-out bars are decoded with that dim set (the other dims keep each bar's own mean) and the
+attribute's median and quartiles recorded.
+
+Knob range: knob position k targets the attribute value ``lo + k / 127 * (hi - lo)``, where
+lo..hi is the attribute's 2nd..98th percentile over the *training bars* (``target_range``,
+:func:`target_ranges`), so the knob covers what the music itself does, not only what the median
+curve of a traversal reaches. The engine starts its search at the latent value where the median
+curve's monotone fit reaches the target (clipped to the curve's range: the nearest reachable
+value) and then closes the loop per bar.
 
 Framework-free (numpy only): the exporter passes encode/decode callables backed by the exported
 ONNX graph, and the engine imports :func:`knob_table` without pulling in torch.
@@ -25,6 +32,10 @@ from arvae_midi.progress import Progress, ProgressFn
 
 DEFAULT_POINTS = 33
 DEFAULT_PERCENTILES = (1.0, 99.0)
+#: The latent grid is widened by this share of its percentile span on each side.
+DEFAULT_EXTEND = 0.5
+#: Percentiles of the training bars' attribute values that knob 0 and knob 127 target.
+TARGET_PERCENTILES = (2.0, 98.0)
 #: Rows per decode call while calibrating (bounds memory, keeps batches efficient).
 DECODE_CHUNK = 4096
 
@@ -34,17 +45,35 @@ EncodeFn = Callable[[np.ndarray], np.ndarray]
 DecodeFn = Callable[[np.ndarray], np.ndarray]
 
 
-def latent_grid(values: np.ndarray, points: int, percentiles: tuple[float, float]) -> np.ndarray:
+def latent_grid(values: np.ndarray, points: int, percentiles: tuple[float, float], extend: float = 0.0) -> np.ndarray:
     """``points`` ascending values spanning the given percentiles of ``values`` (N,).
 
-    A degenerate spread (an untrained or collapsed dim) is widened to +-0.5 around the median so
-    the grid stays strictly ascending.
+    The span is widened by ``extend`` times itself on each side. A degenerate spread (an
+    untrained or collapsed dim) is widened to +-0.5 around the median so the grid stays strictly
+    ascending.
     """
     lo, hi = np.percentile(values, percentiles)
     if hi - lo < 1e-3:
         mid = float(np.median(values))
         lo, hi = mid - 0.5, mid + 0.5
-    return np.linspace(lo, hi, points)
+    pad = extend * (hi - lo)
+    return np.linspace(lo - pad, hi + pad, points)
+
+
+def target_ranges(
+    attributes: np.ndarray, names: tuple[str, ...] = ATTRIBUTE_NAMES,
+    percentiles: tuple[float, float] = TARGET_PERCENTILES,
+) -> dict[str, tuple[float, float]]:
+    """Knob range per attribute: the given percentiles of training-bar ``attributes`` (N, 4).
+
+    ``attributes`` columns are in ``names`` order (the datasets store them in
+    :data:`ATTRIBUTE_NAMES` order). ConfigError for an empty array.
+    """
+    values = np.asarray(attributes, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(names) or len(values) == 0:
+        raise ConfigError(f"target ranges need (N>0, {len(names)}) attribute values, got shape {values.shape}")
+    lo, hi = np.percentile(values, percentiles, axis=0)
+    return {name: (float(a), float(b)) for name, a, b in zip(names, lo, hi, strict=True)}
 
 
 def calibrate(
@@ -56,11 +85,15 @@ def calibrate(
     points: int = DEFAULT_POINTS,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     progress: ProgressFn | None = None,
+    targets: Mapping[str, tuple[float, float]] | None = None,
+    extend: float = DEFAULT_EXTEND,
 ) -> dict[str, Calibration]:
     """Calibrate every regularised attribute on held-out ``tokens`` (N, 24).
 
-    Decodes ``len(attribute_dims) * points * N`` bars in total, reported to ``progress`` as the
-    task "calibrating".
+    ``targets``: the knob range (knob 0, knob 127) of each attribute in attribute units, from
+    the training bars (:func:`target_ranges`); an attribute missing from it spans its median
+    curve. Decodes ``len(attribute_dims) * points * N`` bars in total, reported to ``progress``
+    as the task "calibrating".
     """
     unknown = [a for a in attribute_dims if a not in ATTRIBUTE_NAMES]
     if unknown:
@@ -75,7 +108,7 @@ def calibrate(
     total, done = len(attribute_dims) * points * n, 0
     result: dict[str, Calibration] = {}
     for name, dim in attribute_dims.items():
-        grid = latent_grid(mu[:, dim], points, percentiles)
+        grid = latent_grid(mu[:, dim], points, percentiles, extend)
         # (points * N, Z): every held-out mean repeated once per grid value, the dim overwritten.
         z = np.tile(mu, (points, 1))
         z[:, dim] = np.repeat(grid, n).astype(np.float32)
@@ -95,33 +128,93 @@ def calibrate(
             q25=[float(v) for v in q25],
             q75=[float(v) for v in q75],
             bars=n,
+            target_range=[float(v) for v in targets[name]] if targets and name in targets else [],
         )
     return result
 
 
-def knob_table(cal: Calibration, steps: int = KNOB_STEPS) -> np.ndarray:
-    """Latent value of every knob position, shape (steps,), float32.
-
-    Knob position k targets the attribute value ``lo + k / (steps - 1) * (hi - lo)``, where lo..hi
-    is the range of the median curve's monotone (isotonic) fit, and returns the latent value where
-    the fit first reaches that target (linear interpolation between grid points), so the latent
-    value moves one way as the knob turns. The curve is oriented so the attribute rises with the
-    knob even if the model learned the dim upside down; a flat curve (no control) spreads the
-    knob linearly over the latent grid.
-    """
+def _oriented(cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
+    """(latent, monotone median fit) along the grid, oriented so the attribute rises."""
     latent = np.asarray(cal.latent, dtype=np.float64)
     median = np.asarray(cal.median, dtype=np.float64)
     if np.polyfit(latent, median, 1)[0] < 0:
         latent, median = latent[::-1], median[::-1]
-    envelope = isotonic_fit(median)  # non-decreasing along the oriented grid
-    lo, hi = envelope[0], envelope[-1]
-    if hi - lo < 1e-9:
-        return np.linspace(latent[0], latent[-1], steps).astype(np.float32)
-    # A tiny ramp turns plateaus into a strictly increasing abscissa for np.interp; a target on a
-    # plateau then maps to the plateau's start, where the curve first reaches it.
-    strict = envelope + np.arange(len(envelope)) * (hi - lo) * 1e-9
-    targets = lo + (hi - lo) * np.arange(steps) / (steps - 1)
-    return np.interp(targets, strict, latent).astype(np.float32)
+    return latent, isotonic_fit(median)
+
+
+def knob_targets(cal: Calibration, steps: int = KNOB_STEPS) -> np.ndarray:
+    """Attribute value every knob position asks for, shape (steps,), float32, non-decreasing.
+
+    Evenly spaced over ``cal.target_range`` (the training bars' 2nd..98th percentile); files
+    without it span the median curve's monotone fit instead.
+    """
+    if cal.target_range:
+        lo, hi = cal.target_range
+    else:
+        _, envelope = _oriented(cal)
+        lo, hi = float(envelope[0]), float(envelope[-1])
+    return (lo + (hi - lo) * np.arange(steps) / (steps - 1)).astype(np.float32)
+
+
+class CurveInverse:
+    """Attribute value -> latent value along the median curve's monotone fit (precomputed).
+
+    Targets beyond the curve's range map to its end (the nearest value the median bar reaches);
+    a target on a plateau maps to the plateau's start. A flat curve (no control) maps the
+    knob range linearly over the latent grid.
+    """
+
+    def __init__(self, cal: Calibration, extrapolate: float = 0.0) -> None:
+        """``extrapolate``: targets beyond the curve's range continue along its mean slope for at
+        most this share of the latent grid's span past its end (0 = clip at the end)."""
+        latent, envelope = _oriented(cal)
+        lo, hi = envelope[0], envelope[-1]
+        self.flat = bool(hi - lo < 1e-9)
+        self.latent = latent
+        if self.flat:
+            tlo, thi = cal.target_range or [0.0, 1.0]
+            self.abscissa = np.asarray([tlo, thi if thi > tlo else tlo + 1.0])
+            self.latent = np.asarray([latent[0], latent[-1]])
+        else:
+            # A tiny ramp turns plateaus into a strictly increasing abscissa for np.interp.
+            self.abscissa = envelope + np.arange(len(envelope)) * (hi - lo) * 1e-9
+        span = float(self.latent[-1] - self.latent[0])
+        self.slope = span / float(self.abscissa[-1] - self.abscissa[0])  # latent per attribute unit
+        self.reach = abs(extrapolate * span)
+
+    def clipped(self, targets: np.ndarray) -> np.ndarray:
+        """Latent values (float64) without the continuation past the curve's ends."""
+        return np.asarray(np.interp(targets, self.abscissa, self.latent), dtype=np.float64)
+
+    def __call__(self, targets: np.ndarray) -> np.ndarray:
+        """Latent values (float64, shape of ``targets``)."""
+        t = np.asarray(targets, dtype=np.float64)
+        z = np.asarray(np.interp(t, self.abscissa, self.latent), dtype=np.float64)
+        if self.reach > 0:
+            # Beyond the median bar's range a given bar may still go on (the median curve of a
+            # decoder saturates where many bars do): continue along the mean slope, bounded.
+            past = np.clip(t - self.abscissa[-1], 0, None) + np.clip(t - self.abscissa[0], None, 0)
+            z = z + np.clip(past * self.slope, -self.reach, self.reach)
+        return z
+
+
+def latent_for(cal: Calibration, targets: np.ndarray) -> np.ndarray:
+    """Latent values (float64, shape of ``targets``) where the median curve's fit reaches them
+    (:class:`CurveInverse`; build one to invert many times)."""
+    return CurveInverse(cal)(np.asarray(targets, dtype=np.float64))
+
+
+def knob_table(cal: Calibration, steps: int = KNOB_STEPS) -> np.ndarray:
+    """Latent value of every knob position, shape (steps,), float32 (the search's start point).
+
+    :func:`latent_for` of :func:`knob_targets`: the latent value moves one way as the knob
+    turns, oriented so the attribute rises with the knob even if the model learned the dim
+    upside down.
+    """
+    targets = knob_targets(cal, steps)
+    if not cal.target_range and float(targets[-1] - targets[0]) < 1e-9:
+        return np.linspace(cal.latent[0], cal.latent[-1], steps).astype(np.float32)
+    return latent_for(cal, targets).astype(np.float32)
 
 
 def isotonic_fit(values: np.ndarray) -> np.ndarray:
@@ -139,9 +232,5 @@ def isotonic_fit(values: np.ndarray) -> np.ndarray:
 
 
 def knob_attribute(cal: Calibration, steps: int = KNOB_STEPS) -> np.ndarray:
-    """Median attribute of the calibration at every knob position's latent value, (steps,) float32.
-
-    Interpolates the measured median curve itself, so it can dip where the curve does.
-    """
-    table = knob_table(cal, steps).astype(np.float64)
-    return np.interp(table, cal.latent, cal.median).astype(np.float32)
+    """Target attribute value of every knob position, (steps,) float32 (:func:`knob_targets`)."""
+    return knob_targets(cal, steps)

@@ -11,57 +11,47 @@ zero-row ``tokens`` and only the half asked for runs (see :mod:`arvae_midi.engin
 Session settings favour one-bar latency: one intra-op thread by default, sequential execution,
 all graph optimisations, and a warm-up run at load.
 
-Knobs run a closed loop (:meth:`Engine.vary`, :class:`LoopConfig`): a raw latent traversal only
-reaches the calibrated attribute on average, so each variation is decoded with a few seeded
-perturbations in the same batch and the one whose attributes land nearest the knob targets is
-kept. The key lock's pitch mask applies to every candidate.
+Knobs run a closed loop (:meth:`Engine.vary`, :mod:`arvae_midi.engine.policy`): a raw latent
+traversal only reaches the calibrated attribute on average, so each variation brackets its
+targets along the monotone regularised dims in one batched decoder run per round and keeps the
+row nearest the targets. The key lock's pitch mask applies to every row.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
-from arvae_midi.core.constants import DEFAULT_CANDIDATES
-from arvae_midi.core.scales import allowed_pitch_classes, token_mask
+from arvae_midi.core.scales import allowed_mask_bits, token_mask
 from arvae_midi.core.tokens import REST_ID
-from arvae_midi.engine.calibration import KNOB_STEPS, knob_attribute, knob_table
+from arvae_midi.engine.calibration import KNOB_STEPS, CurveInverse, knob_attribute, knob_table
 from arvae_midi.engine.feeds import GraphFeeds
 from arvae_midi.engine.metadata import INPUTS, MASK_FORBIDDEN, METADATA_KEY, OUTPUTS, ModelMetadata, parse_metadata
+from arvae_midi.engine.policy import (
+    CONTEXT_BARS,
+    DEFAULT_CANDIDATES,
+    DEFAULT_ROUNDS,
+    KEY_LOCK,
+    MIN_SPAN,
+    Knob,
+    LoopConfig,
+    search,
+)
 from arvae_midi.errors import ConfigError, ModelFileError
 from arvae_midi.presets import DEFAULT_MODEL  # the shipped model, used when no path is given
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-#: Entropy word that separates the closed loop's random stream from the ``amount`` noise's.
-_LOOP_STREAM = 0x6C6F6F70
-#: Smallest attribute span the closed loop divides by (a flat, uncontrolled calibration).
-_MIN_SPAN = 1e-3
-
-
-@dataclass
-class LoopConfig:
-    """How :meth:`Engine.vary`'s closed loop perturbs and scores candidates.
-
-    Candidate offsets are seeded normal draws added to the variation's latent: on a set knob's
-    dim ``set_spread`` times the dim's calibrated latent span (1st..99th percentile of the
-    held-out means), on an unset regularised dim ``unset_spread`` times its span, on the free
-    dims ``free_spread`` (latent units; the prior's std is 1). Scoring: distance of each set
-    attribute to its knob's target plus ``crosstalk`` times the unset attributes' distance to
-    the input bar's own, all in units of the attribute's calibrated knob span.
-    """
-
-    set_spread: float = 0.15
-    unset_spread: float = 0.1
-    free_spread: float = 0.7
-    crosstalk: float = 0.4
+#: Bars whose encoding the engine keeps (a bar varied again, e.g. as knobs move, is not re-encoded).
+_ENCODE_CACHE = 64
 
 
 def _providers(device: str) -> tuple[list[str], str | None]:
@@ -144,12 +134,21 @@ class Engine:
         #: Closed-loop settings of :meth:`vary`; change them on the instance to tune.
         self.loop = LoopConfig()
         cal = meta.calibration
-        self._reg_dims = np.asarray([meta.attribute_dims[a] for a in meta.attributes], dtype=np.int64)  # (R,)
-        self._latent_span = np.asarray([cal[a].latent[-1] - cal[a].latent[0] for a in meta.attributes], np.float32)
         # Calibrated attributes the engine can measure on decoded bars: name -> attributes() column.
         self._attr_columns = {a: ATTRIBUTE_NAMES.index(a) for a in meta.attributes if a in ATTRIBUTE_NAMES}
         self._knob_attr = {a: knob_attribute(cal[a]) for a in self._attr_columns}  # (128,) targets each
-        self._attr_span = {a: max(abs(float(t[-1] - t[0])), _MIN_SPAN) for a, t in self._knob_attr.items()}
+        self._attr_span = {a: max(abs(float(t[-1] - t[0])), MIN_SPAN) for a, t in self._knob_attr.items()}
+        self._latent_span = {a: float(cal[a].latent[-1] - cal[a].latent[0]) for a in meta.attributes}
+        self._orientation = {a: 1.0 if np.polyfit(cal[a].latent, cal[a].median, 1)[0] >= 0 else -1.0
+                             for a in meta.attributes}  # fmt: skip
+        # The search's start: the median curve's inverse, continued past its ends for bars that can
+        # go further than the median bar (e.g. a narrower range than the curve's floor).
+        self._inverse = {a: CurveInverse(cal[a], self.loop.extrapolate) for a in self._attr_columns}
+        self._cache_lock = threading.Lock()
+        # bar bytes -> (mu (1, Z), the bar's attributes (4,))
+        self._encodings: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock_masks: dict[int | None, np.ndarray] = {}  # allowed pitch-class bits -> (V,) mask
+        self._lock_by_bars: OrderedDict[bytes, np.ndarray] = OrderedDict()  # context + bar bytes -> mask
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", threads: int | None = None) -> Engine:
@@ -250,7 +249,8 @@ class Engine:
         return float(self._knobs[attribute][self._check_knob(attribute, value)])
 
     def knob_to_attribute(self, attribute: str, value: int) -> float:
-        """Median attribute value the calibration expects at knob position ``value``."""
+        """Target attribute value of knob position ``value`` (evenly over the training bars'
+        2nd..98th percentile, see :mod:`arvae_midi.engine.calibration`)."""
         self._check_attribute(attribute)
         return float(knob_attribute(self.meta.calibration[attribute])[self._check_knob(attribute, value)])
 
@@ -268,102 +268,129 @@ class Engine:
         seed: int | None = 0,
         n: int = 1,
         pitch_mask: np.ndarray | None = None,
-        key_lock: bool = False,
+        key_lock: bool | None = None,
+        context: Sequence[np.ndarray] | np.ndarray | None = None,
         candidates: int = DEFAULT_CANDIDATES,
+        rounds: int = DEFAULT_ROUNDS,
     ) -> np.ndarray:
-        """``n`` variations (n, 24) int64 of one bar (24,), decoded in one batch.
+        """``n`` variations (n, 24) int64 of one bar (24,): the one call ``vary`` and ``serve`` make.
 
-        The bar is encoded to its mean; each knob that is set (0..127) overwrites its attribute's
-        dim through the calibration, unset (None or missing) knobs keep the bar's own value;
+        The bar is encoded to its mean (cached: an unchanged bar is not encoded again); each
+        knob that is set (0..127) asks for its calibrated target attribute value
+        (:meth:`knob_to_attribute`), unset (None or missing) knobs keep the bar's own value;
         ``amount`` (0..1) scales seeded standard-normal noise added to the free (unregularised)
         dims, so n > 1 gives n different variations when amount > 0. The same seed gives the
-        same variations. ``pitch_mask`` as in :meth:`decode` ((V,) or (n, V)); ``key_lock=True``
-        instead derives it from the bar itself (its estimated scale plus its own pitch classes,
-        as :func:`arvae_midi.core.scales.allowed_pitch_classes`).
+        same variations.
 
-        Closed loop (``candidates`` > 1 and at least one knob set): each variation's latent (the
-        raw traversal above) is decoded together with ``candidates - 1`` seeded perturbations of
-        it, all ``n * candidates`` rows in one decoder run under the same pitch mask, and the
-        candidate whose decoded attributes come nearest to the calibrated targets of the set
-        knobs (:meth:`knob_to_attribute`), with a mild penalty for moving the unset attributes
-        away from the input bar's own, is kept (see :class:`LoopConfig`). The raw latent is
-        always candidate 0 and wins ties, so the loop is never further from the targets by its
-        own measure. ``candidates=1`` is the raw latent traversal. The candidates are seeded by
-        ``seed`` too (a stream apart from the noise's); ``seed=None`` draws fresh ones each call.
+        Key lock (``key_lock=None`` follows :data:`~arvae_midi.engine.policy.KEY_LOCK`, on): the
+        decoder may only emit pitches of the scale estimated from the bar and its ``context``
+        (the bars before it, (K, 24) or a sequence of (24,); the last ``CONTEXT_BARS - 1`` are
+        used), plus the pitch classes they play. A ``pitch_mask`` as in :meth:`decode` ((V,) or
+        (n, V)) replaces it; ``key_lock=True`` together with a ``pitch_mask`` is an error.
+
+        Closed loop (``candidates`` > 1 and a knob set): :func:`arvae_midi.engine.policy.search`
+        brackets each target along its monotone dim in ``rounds`` decoder runs of
+        ``n * candidates`` rows; the decoded row nearest the targets wins, so a target the bar
+        cannot reach gives the nearest reachable value. ``candidates=1`` is the raw latent
+        traversal (each set dim at :meth:`knob_to_latent`).
         """
         if key_lock and pitch_mask is not None:
             raise ConfigError("give either pitch_mask or key_lock, not both")
-        if key_lock:
-            vocab = self.meta.vocab
-            pitch_mask = token_mask(allowed_pitch_classes(np.asarray(bar).reshape(1, -1), vocab), vocab)
         if not 0.0 <= amount <= 1.0:
             raise ConfigError(f"amount must be in 0..1, got {amount}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"n (variations) must be a positive integer, got {n!r}")
-        if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < 1:
-            raise ConfigError(f"candidates must be a positive integer (1 = raw latent traversal), got {candidates!r}")
+        for label, count in (("candidates", candidates), ("rounds", rounds)):
+            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+                raise ConfigError(f"{label} must be a positive integer (candidates 1 = raw latent traversal), "
+                                  f"got {count!r}")
         settings: dict[str, int] = {}
         for attribute, value in knobs.items():
             if value is not None:
                 self.knob_to_latent(attribute, value)  # validates name and range first
                 settings[attribute] = int(value)
         ids = np.asarray(bar, dtype=np.int64).reshape(1, -1)
-        mu, _ = self.encode(ids)
+        if pitch_mask is None and (KEY_LOCK if key_lock is None else key_lock):
+            lock = self._key_lock_mask(ids, context)  # (V,) additive, cached per allowed set
+            mask = np.broadcast_to(lock, (n, len(lock)))
+        else:
+            mask = self._mask(pitch_mask, n)  # (n, V) additive, validated against n
+        mu, own = self._encode_cached(ids)
         z = np.repeat(mu, n, axis=0)  # (n, Z)
-        for attribute, value in settings.items():
-            z[:, self.meta.attribute_dims[attribute]] = self._knobs[attribute][value]
         if amount > 0 and len(self._free_dims):
             rng = np.random.default_rng(seed)
             noise = rng.standard_normal((n, len(self._free_dims))).astype(np.float32)
             z[:, self._free_dims] += np.float32(amount) * noise
-        mask = self._mask(pitch_mask, n)  # (n, V) additive, validated against n
-        if candidates == 1 or not any(a in self._attr_columns for a in settings):
-            return self.decode(z, mask)  # raw traversal (nothing set that the loop can measure)
-        return self._closed_loop(ids[0], z, mask, settings, int(candidates), seed)
+        looped = {a: v for a, v in settings.items() if a in self._attr_columns} if candidates > 1 else {}
+        for attribute, value in settings.items():  # the raw traversal, for knobs the loop does not steer
+            if attribute not in looped:
+                z[:, self.meta.attribute_dims[attribute]] = self._knobs[attribute][value]
+        if not looped:
+            return self.decode(z, mask)
+        specs = {a: self._knob_spec(a, v, float(mu[0, self.meta.attribute_dims[a]]), float(own[self._attr_columns[a]]))
+                 for a, v in looped.items()}  # fmt: skip
+        free = {self._attr_columns[a]: self._attr_span[a] for a in self._attr_columns if a not in looped}
+        rows_mask = np.repeat(np.ascontiguousarray(mask), int(candidates), axis=0)
 
-    def _closed_loop(
-        self, bar: np.ndarray, z: np.ndarray, mask: np.ndarray, settings: Mapping[str, int], k: int,
-        seed: int | None,
-    ) -> np.ndarray:
-        """Best of ``k`` candidates around each row of ``z`` (n, Z); returns (n, 24) int64."""
-        n = len(z)
-        cfg = self.loop
-        # A stream of its own (not the amount noise's), so candidates=1 keeps the raw variations
-        # bit for bit and the candidates do not shift the noise of other settings.
-        rng = np.random.default_rng(None if seed is None else [int(seed) % 2**63, _LOOP_STREAM])
-        cands = np.repeat(z, k, axis=0)  # (n*k, Z): rows i*k .. i*k+k-1 belong to variation i
-        offsets = np.zeros((n, k, z.shape[1]), np.float32)
-        reg = self._reg_dims
-        spread = np.asarray(
-            [cfg.set_spread if a in settings else cfg.unset_spread for a in self.meta.attributes], np.float32
-        ) * self._latent_span  # (R,) latent units per regularised dim
-        offsets[:, 1:, reg] = rng.standard_normal((n, k - 1, len(reg))).astype(np.float32) * spread
-        if len(self._free_dims):
-            free = rng.standard_normal((n, k - 1, len(self._free_dims))).astype(np.float32)
-            offsets[:, 1:, self._free_dims] = np.float32(cfg.free_spread) * free
-        cands += offsets.reshape(n * k, -1)
-        out = self.decode(cands, np.repeat(mask, k, axis=0))  # one decoder run for all n*k rows
-        cost = self._loop_cost(self.attributes(out), self.attributes(bar)[0], settings).reshape(n, k)
-        best = np.argmin(cost, axis=1)  # first minimum: the raw candidate wins ties
-        picked: np.ndarray = out.reshape(n, k, -1)[np.arange(n), best]
-        return picked
+        def decode(cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out = self.decode(cand, rows_mask)
+            return self.attributes(out), out
 
-    def _loop_cost(self, attrs: np.ndarray, own: np.ndarray, settings: Mapping[str, int]) -> np.ndarray:
-        """Closed-loop cost (M,) of decoded attributes (M, 4) given the bar's own (4,).
+        return search(z, decode, specs, own, free, int(candidates), int(rounds), self.loop.crosstalk)
 
-        Distances are in units of each attribute's calibrated knob span (knob 0 -> 127), so a
-        cost of 1 is the whole knob travel: set knobs pay their distance to the target, the
-        other calibrated attributes ``LoopConfig.crosstalk`` times their move from ``own``.
-        """
-        cost = np.zeros(len(attrs), np.float64)
-        for attribute, column in self._attr_columns.items():
-            scale = self._attr_span[attribute]
-            if attribute in settings:
-                target = float(self._knob_attr[attribute][settings[attribute]])
-                cost += np.abs(attrs[:, column] - target) / scale
-            else:
-                cost += self.loop.crosstalk * np.abs(attrs[:, column] - own[column]) / scale
-        return cost
+    def _knob_spec(self, attribute: str, value: int, latent: float, own: float) -> Knob:
+        """The search's view of one set knob, for a bar whose own latent and attribute are given."""
+        target = float(self._knob_attr[attribute][value])
+        # The median curve's shape at the bar's own level: start where the curve says the
+        # attribute moves by (target - own) when walking from the bar's own latent value.
+        inverse = self._inverse[attribute]
+        curve = inverse(np.asarray([target, own]))
+        start = latent + float(curve[0] - curve[1])
+        ends = inverse.clipped(np.asarray([target, own]))
+        return Knob(self._attr_columns[attribute], self.meta.attribute_dims[attribute], target, start,
+                    self.loop.step * self._latent_span[attribute], self._attr_span[attribute],
+                    self._orientation[attribute], latent + float(ends[0] - ends[1]))
+
+    def _encode_cached(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mu (1, Z), attributes (4,)) of one bar (1, 24), cached for recently varied bars."""
+        key = ids.tobytes()
+        with self._cache_lock:
+            hit = self._encodings.get(key)
+            if hit is not None:
+                self._encodings.move_to_end(key)
+                return hit[0].copy(), hit[1]
+        mu, _ = self.encode(ids)
+        own = self.attributes(ids)[0]
+        with self._cache_lock:
+            self._encodings[key] = (mu, own)
+            while len(self._encodings) > _ENCODE_CACHE:
+                self._encodings.popitem(last=False)
+        return mu.copy(), own
+
+    def _key_lock_mask(self, ids: np.ndarray, context: Sequence[np.ndarray] | np.ndarray | None) -> np.ndarray:
+        """Additive (V,) mask of the key lock for bar ``ids`` (1, 24) and its ``context`` bars."""
+        bars = ids
+        if context is not None and len(context):
+            recent = np.asarray(context, dtype=np.int64).reshape(-1, ids.shape[1])[-(CONTEXT_BARS - 1):]
+            bars = np.concatenate([recent, ids])
+        key = bars.tobytes()
+        with self._cache_lock:
+            mask = self._lock_by_bars.get(key)
+        if mask is not None:
+            return mask
+        bits = allowed_mask_bits(bars, self.meta.vocab)
+        with self._cache_lock:
+            mask = self._lock_masks.get(bits)
+        if mask is None:
+            pcs = None if bits is None else frozenset(pc for pc in range(12) if bits >> pc & 1)
+            mask = self._mask(token_mask(pcs, self.meta.vocab), 1)[0]
+            mask.setflags(write=False)
+        with self._cache_lock:
+            self._lock_masks[bits] = mask
+            self._lock_by_bars[key] = mask
+            while len(self._lock_by_bars) > _ENCODE_CACHE:
+                self._lock_by_bars.popitem(last=False)
+        return mask
 
     def attributes(self, tokens: np.ndarray) -> np.ndarray:
         """The four bar attributes (N, 4) float32 of bars (N, 24), in ``ATTRIBUTE_NAMES`` order."""

@@ -15,9 +15,11 @@ bars, map knobs to latent values and report the model's provenance. The document
       "recipe": {...}, "metrics": {...}, "data": {...}, "export": {...}
     }
 
-``calibration[attr].latent`` is an ascending grid of values of the attribute's latent dim (1st to
-99th percentile of the encoded held-out means); ``median`` / ``q25`` / ``q75`` are the attribute's
-median and quartiles over the held-out bars decoded with that dim set to the grid value.
+``calibration[attr].latent`` is an ascending grid of values of the attribute's latent dim (the 1st
+to 99th percentile of the encoded held-out means, widened by half that span on each side);
+``median`` / ``q25`` / ``q75`` are the attribute's median and quartiles over the held-out bars
+decoded with that dim set to the grid value. ``target_range`` (optional) holds the attribute's
+2nd and 98th percentile over the training bars: the values of knob 0 and knob 127.
 
 The graph contract (names, dtypes, shapes; B is the dynamic batch, T ticks, Z latent, V vocab):
 inputs ``tokens`` int64 (B, T), ``z`` float32 (B, Z), ``pitch_mask`` float32 (B, V) (additive:
@@ -80,6 +82,10 @@ class Calibration:
     q25: list[float]  # (n,) first quartile
     q75: list[float]  # (n,) third quartile
     bars: int  # held-out bars decoded per grid point
+    #: Attribute values of knob 0 and knob 127: the 2nd and 98th percentile of the attribute over
+    #: the training bars. Empty in files calibrated before it existed: the knob then spans the
+    #: median curve's range.
+    target_range: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.latent)
@@ -92,6 +98,12 @@ class Calibration:
             raise ValueError("calibration values must be finite")
         if np.any(np.diff(values[0]) <= 0):
             raise ValueError("calibration latent grid must be strictly ascending")
+        if self.target_range and (
+            len(self.target_range) != 2
+            or not np.isfinite(self.target_range).all()
+            or self.target_range[0] > self.target_range[1]
+        ):
+            raise ValueError(f"calibration target_range must be [low, high] with low <= high, got {self.target_range}")
 
 
 @dataclass

@@ -28,9 +28,10 @@ import torch
 from onnx import helper
 
 from arvae_midi import __version__
+from arvae_midi.core.attributes import compute_attributes
 from arvae_midi.core.constants import SPLITS
 from arvae_midi.core.tokens import TICK_POSITIONS, TICKS_PER_BAR, TICKS_PER_BEAT, Vocabulary
-from arvae_midi.engine.calibration import DEFAULT_POINTS, calibrate
+from arvae_midi.engine.calibration import DEFAULT_POINTS, calibrate, target_ranges
 from arvae_midi.engine.feeds import session_functions
 from arvae_midi.engine.metadata import FORMAT_VERSION, METADATA_KEY, GridInfo, MetadataDocument, document_to_json
 from arvae_midi.errors import ConfigError, DatasetError, ModelFileError
@@ -94,8 +95,12 @@ def export_model(
     data: dict[str, Any] | None = None,
     config: ExportConfig | None = None,
     progress: ProgressFn | None = None,
+    knob_ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> ExportReport:
     """Export ``model`` to ``out``: graph, calibration on ``heldout`` bars (N, 24), metadata, parity.
+
+    ``knob_ranges``: attribute -> (knob 0, knob 127) values, the training bars' 2nd..98th
+    percentile (:func:`arvae_midi.engine.calibration.target_ranges`); None spans the median curves.
 
     ``heldout`` rows are used in order: the first ``calibration_bars`` for calibration, the
     first ``parity_bars`` for the parity check (pass them shuffled). Writes ``out`` only when
@@ -119,7 +124,7 @@ def export_model(
     graph = build_graph(model, cfg.opset)
     encode, decode = _session_fns(graph.SerializeToString())
     calibration = calibrate(encode, decode, cal_bars, voc, dict(attribute_dims), cfg.calibration_points,
-                            progress=report)
+                            progress=report, targets=knob_ranges)
 
     doc = MetadataDocument(
         format_version=FORMAT_VERSION,
@@ -183,11 +188,14 @@ def export_run(
     if len(idx) == 0:
         raise DatasetError(f"{token_data.path}: no held-out (test or val) rows to calibrate and check the export on")
     idx = np.random.default_rng(cfg.seed).permutation(idx)[: max(cfg.calibration_bars, cfg.parity_bars)]
+    train = token_data.indices("train")
+    knob_ranges = target_ranges(compute_attributes(token_data.tokens[train], Vocabulary.from_tokens(run.vocab))) \
+        if len(train) else None  # fmt: skip
     return export_model(
         run.model, out, run.vocab, dict(run.reg_dims), token_data.tokens[idx],
         recipe=run.info.get("recipe", {}),
         metrics=read_eval(run.run_dir) or {},
         data={"path": str(token_data.path), "kind": token_data.kind, "rows": len(token_data),
               "heldout_split": split, "heldout_rows": int((token_data.split == SPLITS[split]).sum())},
-        config=cfg, progress=progress,
+        config=cfg, progress=progress, knob_ranges=knob_ranges,
     )

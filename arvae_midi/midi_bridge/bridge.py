@@ -13,16 +13,27 @@ call them with a :class:`~arvae_midi.midi_bridge.clock.ManualClock` and get exac
 
 The bar cycle, for bar k (positions in pulses, 96 per bar):
 ``96k`` bar k starts (its variation was scheduled earlier, or it falls back) ->
-``96k + 93`` bar k's capture closes, knobs are read, inference for bar k+1 is submitted ->
-inference finishes on the worker: its notes are scheduled if bar k+1 has not started yet ->
+during bar k every change of the captured bar (an onset, a release) and every knob move runs the
+variation of bar k as it stands *speculatively* on the worker (one job at a time; the newest
+input waits while one runs, older waiting inputs are dropped) ->
+``96k + 93`` bar k's capture closes and the knobs are read: the newest result whose input equals
+the final bar is used at once; only a change since (e.g. in the last 1/32 of the bar) needs a
+fresh run ->
+inference finishes on the worker: its notes are scheduled if bar k+1 has not started yet; a knob
+moved after the close re-runs it and the new result replaces the scheduled one up to the barline ->
 ``96(k+1)`` bar k+1 starts; no result yet means a miss: silence or thru for that bar.
+
+Each result is the whole batch of ``variations_per_bar`` rows for one input (bar, knobs, key-lock
+context, seed), kept by that input: the following bars that play other rows of the same batch do
+not decode again.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,9 +41,8 @@ from typing import Any
 import mido
 import numpy as np
 
-from arvae_midi.core.scales import allowed_pitch_classes, token_mask
 from arvae_midi.core.tokens import TICKS_PER_BAR, tokens_to_notes
-from arvae_midi.midi_bridge.capture import BarCapture, CapturedBar, close_position
+from arvae_midi.midi_bridge.capture import BarCapture, CapturedBar, bar_of, close_position
 from arvae_midi.midi_bridge.clock import PULSES_PER_BAR, PULSES_PER_QUARTER, Clock, Transport
 from arvae_midi.midi_bridge.config import (
     KEY_LOCK_BARS,
@@ -57,7 +67,8 @@ class Plan:
     source: CapturedBar | None = None
     index: int = 0  # which of the n variations of ``source``
     knobs: KnobSnapshot | None = None
-    future: Future[Any] | None = None
+    key: Hashable | None = None  # the input (bar, knobs, context, seed) whose batch it plays
+    ready_key: Hashable | None = None  # the input of the batch its scheduled notes come from
     tokens: np.ndarray | None = None
     velocity: int = 90
     ready_at: float | None = None
@@ -90,6 +101,20 @@ class _Voice:
     idle: int = 0
     recent: list[np.ndarray] = field(default_factory=list)  # tokens of the last non-empty input bars
     plans: dict[int, Plan] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    """One input to the engine: a source bar, a knob snapshot and the key lock's recent bars."""
+
+    key: Hashable
+    source: CapturedBar
+    knobs: KnobSnapshot
+    recent: tuple[np.ndarray, ...]
+
+
+#: Finished batches kept by input (the current and the next bars' need a handful at most).
+_RESULTS_KEPT = 8
 
 
 class BridgeCore:
@@ -130,7 +155,11 @@ class BridgeCore:
         self._cycle: _Cycle | None = None
         self._voice = _Voice()
         self._fallback_thru_bar: int | None = None
-        self._busy: Future[Any] | None = None
+        self._inflight: tuple[_Job, Future[Any]] | None = None  # the job on the worker
+        self._queued: _Job | None = None  # the newest input waiting for the worker
+        self._results: OrderedDict[Hashable, tuple[np.ndarray, float, float]] = OrderedDict()
+        self._errors: dict[Hashable, str] = {}
+        self._last_input: dict[int, float] = {}  # bar -> time of its last captured note event
         self._lock = threading.Lock()  # guards nothing musical: only the status counters' updates
 
     # ----- driving -------------------------------------------------------------------------
@@ -173,8 +202,8 @@ class BridgeCore:
                 self._cut(t, "song position", panic=True)
         elif kind in ("note_on", "note_off"):
             self._handle_note(t, msg)
-        elif kind == "control_change":
-            self.knobs.handle(msg.channel, msg.control, msg.value)
+        elif kind == "control_change" and self.knobs.handle(msg.channel, msg.control, msg.value):
+            self._speculate(t)  # a knob moved: the pending variation may change up to the barline
 
     def step(self, now: float) -> None:
         """Run every timer and send every event due at ``now``."""
@@ -249,12 +278,18 @@ class BridgeCore:
                 self._set_status(state="playing", source="internal", tempo=self.transport.bpm)
             if self.transport.running or self.transport.armed:
                 # Between Start and its first pulse a note counts at the position that pulse takes.
-                self.capture.note_on(self._position(t), msg.channel, msg.note, msg.velocity)
+                pos = self._position(t)
+                self.capture.note_on(pos, msg.channel, msg.note, msg.velocity)
+                self._last_input[bar_of(pos)] = t
+                self._speculate(t)
             if self._thru_active(t):
                 self.tracker.note_on(self._out, msg.note, msg.velocity, THRU)
         elif is_note_off(msg):
             if self.transport.running or self.transport.armed:
-                self.capture.note_off(self._position(t), msg.channel, msg.note)
+                pos = self._position(t)
+                self.capture.note_off(pos, msg.channel, msg.note)
+                self._last_input[bar_of(pos)] = t
+                self._speculate(t)
             self.tracker.note_off(self._out, msg.note, THRU)
 
     def _position(self, t: float) -> float:
@@ -282,6 +317,8 @@ class BridgeCore:
         self._voice = _Voice()
         self._cycle = None
         self._fallback_thru_bar = None
+        self._queued = None
+        self._last_input.clear()
         if panic:
             self.tracker.panic({self._out})
         else:
@@ -301,43 +338,95 @@ class BridgeCore:
         else:
             self._voice.idle = 0
 
-    def _plan(self, bar: int, captured: CapturedBar, knobs: KnobSnapshot, now: float) -> Plan:
+    def _tentative(self, captured: CapturedBar) -> tuple[CapturedBar | None, int, list[np.ndarray]]:
+        """(source, index, recent bars) that closing ``captured`` now would give; changes nothing."""
         voice, n = self._voice, self.config.variations_per_bar
+        if not captured.empty:
+            return captured, 0, [*voice.recent, captured.tokens][-KEY_LOCK_BARS:]
+        if voice.source is not None and (self.config.mode == "loop" or voice.index + 1 < n):
+            return voice.source, (voice.index + 1) % n, voice.recent
+        return None, 0, voice.recent
+
+    def _job(self, source: CapturedBar, knobs: KnobSnapshot, recent: Sequence[np.ndarray]) -> _Job:
+        """The engine input for a source bar: its key is everything the batch depends on."""
+        context = tuple(recent) if self.config.key_lock else ()
+        key = (source.index, source.tokens.tobytes(), tuple(sorted(knobs.values.items())), round(knobs.amount, 6),
+               b"".join(np.asarray(r, np.int64).tobytes() for r in context))  # fmt: skip
+        return _Job(key, source, knobs, context)
+
+    def _plan(self, bar: int, captured: CapturedBar, knobs: KnobSnapshot, now: float) -> Plan:
+        voice = self._voice
         if knobs.freeze and voice.last_tokens is not None:
             return Plan(bar, "repeat", knobs=knobs, tokens=voice.last_tokens, velocity=voice.last_velocity)
-        if not captured.empty:
-            voice.source, voice.index = captured, 0
-            voice.recent = [*voice.recent, captured.tokens][-KEY_LOCK_BARS:]
-        elif voice.source is not None and (self.config.mode == "loop" or voice.index + 1 < n):
-            voice.index = (voice.index + 1) % n
-        else:
-            voice.source = None
+        voice.source, voice.index, voice.recent = self._tentative(captured)
         if voice.source is None:
             return Plan(bar, "silence", knobs=knobs)
-        plan = Plan(bar, "variation", voice.source, voice.index, knobs, velocity=voice.source.velocity or 90)
-        if self._busy is not None and not self._busy.done():
-            plan.error = "worker still busy with an earlier bar"
-            return plan
-        recent = tuple(voice.recent) if self.config.key_lock else ()
-        plan.future = self._busy = self.executor.submit(self._infer, voice.source, knobs, voice.index, recent)
-        if self.on_ready is not None:
-            on_ready = self.on_ready
-            plan.future.add_done_callback(lambda _f: on_ready())
-        self._log({"event": "submit", "t": now, "bar": bar, "source_bar": captured.index})
+        job = self._job(voice.source, knobs, voice.recent)
+        plan = Plan(bar, "variation", voice.source, voice.index, knobs, key=job.key,
+                    velocity=voice.source.velocity or 90)  # fmt: skip
+        self._voice.plans[bar] = plan
+        self._want(job, now)
+        self._resolve(now)
         return plan
 
-    def _infer(
-        self, source: CapturedBar, knobs: KnobSnapshot, index: int, recent: tuple[np.ndarray, ...]
-    ) -> tuple[np.ndarray, float, float]:
-        """Worker thread: one batch of variations. Returns (tokens (24,), seconds, ready time).
+    def _speculate(self, now: float) -> None:
+        """The captured bar or the knobs changed: run the variation of the bar as it stands now.
 
-        ``recent``: the last input bars (24,) whose scale the key lock keeps; empty = no lock.
+        Before the open bar's capture closes, that is the variation it would get; between the
+        close and the barline a knob move re-runs the pending variation of the next bar.
+        """
+        if self.closed or not self.transport.running:
+            return
+        pos = self.transport.position_at(now)
+        current = int(pos // PULSES_PER_BAR)
+        knobs = self.knobs.snapshot()
+        pending = self._voice.plans.get(current + 1)
+        if pos + _EPS >= close_position(current):
+            # Bar ``current`` is closed: a knob move may still change its pending variation.
+            if pending is not None and pending.kind == "variation" and pending.source is not None:
+                job = self._job(pending.source, knobs, self._voice.recent)
+                if job.key != pending.key:
+                    pending.key, pending.knobs = job.key, knobs
+                    self._want(job, now)
+                    self._resolve(now)
+            return
+        if knobs.freeze:
+            return
+        source, _, recent = self._tentative(self.capture.peek(current))
+        if source is not None:
+            self._want(self._job(source, knobs, recent), now)
+
+    def _want(self, job: _Job, now: float) -> None:
+        """Make sure ``job``'s batch is, or will be, computed; the newest wins the waiting slot."""
+        if job.key in self._results or job.key in self._errors:
+            return
+        if self._inflight is not None:
+            if self._inflight[0].key != job.key:
+                self._queued = job
+            return
+        self._submit(job, now)
+
+    def _submit(self, job: _Job, now: float) -> None:
+        self._queued = None
+        future = self.executor.submit(self._infer, job.source, job.knobs, job.recent)
+        self._inflight = (job, future)
+        if self.on_ready is not None:
+            on_ready = self.on_ready
+            future.add_done_callback(lambda _f: on_ready())
+        self._log({"event": "submit", "t": now, "source_bar": job.source.index})
+
+    def _infer(
+        self, source: CapturedBar, knobs: KnobSnapshot, recent: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, float, float]:
+        """Worker thread: one batch of variations. Returns (tokens (n, 24), seconds, ready time).
+
+        ``recent``: the last input bars (24,), the source last, whose scale the key lock keeps;
+        empty = no lock. The engine's one variation call, as ``vary`` makes it.
         """
         started = time.perf_counter()
-        mask = token_mask(allowed_pitch_classes(np.stack(recent), self.vocab), self.vocab) if recent else None
         batch = self.engine.vary(
             source.tokens, knobs.values, amount=knobs.amount, seed=self.config.seed + source.index,
-            n=self.config.variations_per_bar, pitch_mask=mask,
+            n=self.config.variations_per_bar, key_lock=bool(recent), context=recent[:-1] if recent else None,
         )
         elapsed = time.perf_counter() - started
         out = np.asarray(batch)
@@ -345,27 +434,52 @@ class BridgeCore:
             raise ValueError(f"engine returned shape {out.shape}, expected ({self.config.variations_per_bar}, 24)")
         if out.min() < 0 or out.max() >= len(self.vocab):
             raise ValueError("engine returned token ids outside the vocabulary")
-        return out[index].astype(np.int64), elapsed, self.clock.now()
+        return out.astype(np.int64), elapsed, self.clock.now()
 
     def _collect_inference(self, now: float) -> None:
-        """Schedule finished variations whose bar has not started; an error silences the output."""
-        for plan in list(self._voice.plans.values()):
-            future = plan.future
-            if future is None or plan.scheduled or plan.missed or not future.done():
-                continue
-            plan.future = None
+        """Store a finished batch, start the waiting input, and play results whose bar is ahead."""
+        if self._inflight is not None and self._inflight[1].done():
+            job, future = self._inflight
+            self._inflight = None
             error = future.exception()
             if error is not None:
-                plan.error = f"{type(error).__name__}: {error}"
+                self._errors[job.key] = f"{type(error).__name__}: {error}"
+                while len(self._errors) > _RESULTS_KEPT:  # speculative inputs no bar ended with
+                    del self._errors[next(iter(self._errors))]
+            else:
+                self._results[job.key] = future.result()
+                while len(self._results) > _RESULTS_KEPT:
+                    self._results.popitem(last=False)
+            if self._queued is not None:
+                queued, self._queued = self._queued, None
+                self._want(queued, now)
+        self._resolve(now)
+
+    def _resolve(self, now: float) -> None:
+        """Give every pending variation plan the batch of its input once it is there."""
+        for plan in list(self._voice.plans.values()):
+            if plan.kind != "variation" or plan.missed or plan.key is None:
+                continue
+            if plan.key in self._errors:
+                plan.error = self._errors.pop(plan.key)
+                plan.key = None
                 self._set_status(errors=self.status.errors + 1, message=f"inference failed: {plan.error}")
                 self._log({"event": "error", "t": now, "bar": plan.bar, "error": plan.error})
                 self.scheduler.clear()
                 self.tracker.panic({self._out})
                 continue
-            tokens, seconds, ready = future.result()
-            plan.tokens, plan.inference_ms, plan.ready_at = tokens, 1000.0 * seconds, ready
-            if self.transport.running and self.transport.position_at(now) + _EPS < plan.bar * PULSES_PER_BAR:
-                self._schedule(plan)
+            result = self._results.get(plan.key)
+            if result is None or (plan.scheduled and plan.tokens is not None and plan.ready_key == plan.key):
+                continue
+            batch, seconds, ready = result
+            if not (self.transport.running and self.transport.position_at(now) + _EPS < plan.bar * PULSES_PER_BAR):
+                continue
+            if plan.scheduled:  # a knob moved after the close: the new variation replaces the old
+                self.scheduler.drop_bar(plan.bar)
+                self._log({"event": "replace", "t": now, "bar": plan.bar})
+            plan.tokens, plan.inference_ms, plan.ready_key = batch[plan.index], 1000.0 * seconds, plan.key
+            plan.ready_at = max(ready, plan.ready_at or ready) if plan.scheduled else ready
+            self._schedule(plan)
 
     def _schedule(self, plan: Plan) -> None:
         assert plan.tokens is not None
@@ -388,14 +502,14 @@ class BridgeCore:
         for old in [b for b in self._voice.plans if b < bar]:
             del self._voice.plans[old]
         self._fallback_thru_bar = None
+        for old in [b for b in self._last_input if b < bar - KEY_LOCK_BARS]:
+            del self._last_input[old]
         status: dict[str, Any] = {"bar": bar, "state": "playing", "tempo": self.transport.bpm,
                                   "source": self.transport.source}
         event: dict[str, Any] = {"event": "bar", "t": now, "bar": bar, "tempo": round(self.transport.bpm, 3),
                                  "source": self.transport.source, "plan": plan.kind if plan else "silence"}
         if plan is not None and plan.kind == "variation" and not plan.scheduled:
             plan.missed = True
-            if plan.future is not None:
-                plan.future.cancel()
             if self.config.fallback == "thru":
                 self._fallback_thru_bar = bar
             status["misses"] = self.status.misses + 1
@@ -407,12 +521,20 @@ class BridgeCore:
                 bar_seconds = PULSES_PER_BAR * self.transport.period
                 margin = (self.transport.time_at(bar * PULSES_PER_BAR) - plan.ready_at) / bar_seconds
                 status.update(margin=margin, inference_ms=plan.inference_ms)
-                event.update(margin=round(margin, 6), inference_ms=plan.inference_ms)
+                event.update(margin=round(margin, 6), inference_ms=plan.inference_ms, ready_at=plan.ready_at)
+                if plan.source is not None and plan.source.index in self._last_input:
+                    event["last_input"] = self._last_input[plan.source.index]
             event["tokens"] = [int(x) for x in plan.tokens]
         if plan is not None and plan.source is not None:
             status["in_attributes"] = attributes_of(plan.source.tokens, self.vocab, self.model_attributes)
         if plan is not None and plan.knobs is not None:
             event["knobs"] = dict(plan.knobs.values)
+            targets = self._targets(plan.knobs)
+            status["knob_targets"] = targets or None
+            if targets:
+                event["targets"] = targets
+                if plan.tokens is not None:
+                    event["achieved"] = {a: v for a, v in status["out_attributes"].items() if a in targets}
             event["amount"] = round(plan.knobs.amount, 4)
             status["frozen"] = plan.knobs.freeze
         if plan is None or plan.kind == "silence":
@@ -420,6 +542,13 @@ class BridgeCore:
         self._set_status(**status)
         self._log(event)
         self._idle_stop(now, plan)
+
+    def _targets(self, knobs: KnobSnapshot) -> dict[str, float]:
+        """Attribute value each set knob asks for (engines without calibration report none)."""
+        to_attribute = getattr(self.engine, "knob_to_attribute", None)
+        if to_attribute is None:
+            return {}
+        return {a: round(float(to_attribute(a, v)), 4) for a, v in knobs.values.items() if v is not None}
 
     def _idle_stop(self, now: float, plan: Plan | None) -> None:
         """Internal tempo, respond mode: after ``idle_bars`` silent bars wait for the next note."""

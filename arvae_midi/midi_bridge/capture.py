@@ -99,6 +99,18 @@ class BarCapture:
         notes.sort(key=lambda n: (n.start, -n.pitch))
         return make_bar(bar, notes, self.vocab)
 
+    def peek(self, bar: int) -> CapturedBar:
+        """Bar ``bar`` as :meth:`close` would return it now, without closing it (speculation).
+
+        Keys still down sound to the barline, as at the close; a later release changes the bar.
+        """
+        start = bar * PULSES_PER_BAR
+        notes = [self._local(held, off, start) for held, off in self._done if bar_of(held.onset) == bar]
+        notes += [self._local(held, start + PULSES_PER_BAR, start) for held in self._held.values()
+                  if bar_of(held.onset) == bar]  # fmt: skip
+        notes.sort(key=lambda n: (n.start, -n.pitch))
+        return make_bar(bar, notes, self.vocab)
+
     def reset(self) -> None:
         """Forget everything (transport jump)."""
         self._held.clear()

@@ -15,10 +15,12 @@ import numpy as np
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.tokens import Vocabulary
+from arvae_midi.engine.policy import CONTEXT_BARS, KEY_LOCK
 
 MODES = ("respond", "loop")
-#: The key lock estimates the scale from this many most recent non-empty input bars.
-KEY_LOCK_BARS = 4
+#: The key lock estimates the scale from this many most recent non-empty input bars (the engine's
+#: policy, :data:`arvae_midi.engine.policy.CONTEXT_BARS`: the varied bar and the ones before it).
+KEY_LOCK_BARS = CONTEXT_BARS
 FALLBACKS = ("silence", "thru")
 
 
@@ -46,6 +48,8 @@ class VariationEngine(Protocol):
         seed: int | None = 0,
         n: int = 1,
         pitch_mask: np.ndarray | None = None,
+        key_lock: bool | None = None,
+        context: Sequence[np.ndarray] | np.ndarray | None = None,
     ) -> np.ndarray: ...
 
 
@@ -60,7 +64,7 @@ class BridgeConfig:
     thru: bool = False  # echo input notes to the output channel
     fallback: str = "silence"  # what a bar whose variation is not ready plays: "silence" | "thru"
     variations_per_bar: int = 1  # variations decoded per captured bar, played in the following bars
-    key_lock: bool = True  # keep variations in the scale of the recent input bars
+    key_lock: bool = KEY_LOCK  # keep variations in the scale of the recent input bars (the engine's default)
     amount: float = 0.0  # variation amount until the amount knob moves, 0..1
     seed: int = 0
     late_tolerance_s: float = 0.02  # a note_on later than this is dropped, never played out of time
@@ -93,6 +97,7 @@ class BridgeStatus:
     mode: str = "respond"
     in_attributes: dict[str, float] | None = None
     out_attributes: dict[str, float] | None = None
+    knob_targets: dict[str, float] | None = None  # attribute value each set knob asked for (last bar)
     inference_ms: float | None = None
     margin: float | None = None  # last deadline margin, fraction of a bar
     misses: int = 0

@@ -122,3 +122,8 @@ class Scheduler:
     def clear(self) -> None:
         """Drop every pending event (sounding notes are the tracker's business)."""
         self._heap.clear()
+
+    def drop_bar(self, bar: int) -> None:
+        """Drop the pending events of output bar ``bar`` (a variation replaced before it starts)."""
+        self._heap = [e for e in self._heap if e.bar != bar]
+        heapq.heapify(self._heap)

@@ -25,12 +25,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from arvae_midi.core.attributes import ATTRIBUTE_SHORT
 from arvae_midi.errors import ConfigError
 from arvae_midi.midi_bridge.config import BridgeStatus
 from arvae_midi.midi_bridge.knobs import KnobSnapshot
 
 #: Short names of the attributes on the status line.
-SHORT = {"rhythmic_complexity": "rhy", "note_density": "den", "pitch_range": "rng", "contour": "con"}
+SHORT = ATTRIBUTE_SHORT
 
 
 def _attrs(values: Mapping[str, float] | None) -> str:
@@ -79,6 +80,11 @@ def format_status(status: BridgeStatus, knobs: KnobSnapshot, health: Health | No
     ]
     if health is not None:
         parts += _health(health, status)
+    if status.knob_targets:  # each set knob's target next to what the played bar achieved
+        out = status.out_attributes or {}
+        parts.insert(3, "target→got " + " ".join(
+            f"{SHORT.get(k, k[:3])} {t:.2f}→{'-' if out.get(k) is None else format(out[k], '.2f')}"
+            for k, t in status.knob_targets.items()))
     if status.message:
         parts.append(status.message)
     return " | ".join(parts)

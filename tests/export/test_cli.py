@@ -65,9 +65,11 @@ def test_vary_writes_variations_in_order(tmp_path: Path, tiny_path: Path, tiny_e
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     song_in = read_midi(src)
-    expected = np.concatenate([
-        tiny_engine.vary(bar, {"note_density": 127, "contour": 0}, amount=0.4, seed=5 + i, n=3, key_lock=True)
-        for i, bar in enumerate(song_in.bar_tokens(tiny_engine.meta.vocab))
+    tokens_in = song_in.bar_tokens(tiny_engine.meta.vocab)
+    expected = np.concatenate([  # the key lock reads the bar and the ones before it, as serve's does
+        tiny_engine.vary(bar, {"note_density": 127, "contour": 0}, amount=0.4, seed=5 + i, n=3, key_lock=True,
+                         context=tokens_in[max(0, i - 3) : i])
+        for i, bar in enumerate(tokens_in)
     ])  # fmt: skip
     song_out = read_midi(out)
     assert song_out.bpm == pytest.approx(100.0)

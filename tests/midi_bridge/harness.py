@@ -53,10 +53,13 @@ class FakeEngine:
         seed: int | None = 0,
         n: int = 1,
         pitch_mask: np.ndarray | None = None,
+        key_lock: bool | None = None,
+        context: Sequence[np.ndarray] | np.ndarray | None = None,
     ) -> np.ndarray:
         call = len(self.calls)
         self.calls.append({"bar": np.array(bar), "knobs": dict(knobs), "amount": amount, "seed": seed, "n": n,
-                           "pitch_mask": pitch_mask})
+                           "pitch_mask": pitch_mask, "key_lock": key_lock,
+                           "context": None if context is None else [np.array(c) for c in context]})
         if call in self.fail:
             raise RuntimeError(f"engine failure on call {call}")
         vocab = self.meta.vocab
