@@ -120,13 +120,21 @@ class _Run:
         self.dist, self.device, self.run_dir = dist, device, run_dir
         seed_everything(config.seed)
         data = load_npz(config.data, split_seed=config.seed)
+        init_weights = None
+        if config.init:  # fine-tuning: the model (config and weights) of the start point
+            from arvae_midi.train.finetune import load_init
+
+            config, init_weights = load_init(config, data.vocab)
         self.config = config = self._fit_to_data(config, data)
         self.reg_index = data.label_index(config.reg_names)
         self.reg_dims = {name: i for i, name in enumerate(config.reg_names)}
         self.info = ckpt.run_info(config, data.vocab, data.label_names, self.reg_dims, data.kind)
         self.schedule = kl_schedule(config)
 
-        self.model = build_model(config.model).to(device)
+        self.model = build_model(config.model)
+        if init_weights is not None:
+            self.model.load_state_dict(init_weights, strict=True)
+        self.model.to(device)
         broadcast_module(self.model, dist)
         self.forward: nn.Module = _Forward(self.model, config.fast_path)
         if dist.enabled:
@@ -166,6 +174,7 @@ class _Run:
         )  # fmt: skip
         self.epoch = self.step = self.anneal_step = 0
         self.seconds = 0.0
+        self.deadline: float | None = None  # perf_counter() value at which time_limit_s runs out
 
     @staticmethod
     def _fit_to_data(config: TrainConfig, data: TokenData) -> TrainConfig:
@@ -310,7 +319,7 @@ class _Run:
         batches = samples = 0
         start = time.perf_counter()
         for i, (tokens, labels) in enumerate(self.loader):
-            if i >= n_batches:
+            if i >= n_batches or (self.deadline is not None and time.perf_counter() >= self.deadline):
                 break
             if self.disc is not None and tokens.shape[0] < 2:
                 continue  # a FactorVAE step needs two halves
@@ -387,6 +396,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
     dist = setup_distributed(config.device)
     try:
         device = resolve_device(config.device, dist.local_rank)
+        if config.time_limit_s is not None and dist.enabled:  # ranks would stop at different batches
+            raise ConfigError("time_limit_s works in single-process runs only, not under torchrun")
         has_run = ckpt.checkpoint_exists(run_dir) or (run_dir / ckpt.MODEL_FILE).exists()
         if has_run and not resume:
             raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
@@ -400,8 +411,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
         barrier(dist)
         last: dict[str, Any] = {}
         show = progress and dist.is_main
+        if config.time_limit_s is not None:
+            run.deadline = time.perf_counter() + config.time_limit_s - run.seconds
         with _progress(show) as bar:
-            while run.epoch < run.config.epochs:
+            while run.epoch < run.config.epochs and not (run.deadline and time.perf_counter() >= run.deadline):
                 last = run.run_epoch(bar)
                 if dist.is_main:
                     with metrics_path.open("a", encoding="utf-8") as f:
