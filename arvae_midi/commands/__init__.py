@@ -11,7 +11,7 @@ import importlib
 import typer
 
 #: Command modules in help order. A module listed here must define ``register(app)``.
-MODULES = ("analyze", "dataset", "train", "evaluate", "export", "vary", "serve", "demo")
+MODULES = ("analyze", "dataset", "train", "fit", "evaluate", "export", "vary", "serve", "demo")
 
 
 def register_all(app: typer.Typer) -> None:

@@ -319,7 +319,8 @@ class _Run:
         batches = samples = 0
         start = time.perf_counter()
         for i, (tokens, labels) in enumerate(self.loader):
-            if i >= n_batches or (self.deadline is not None and time.perf_counter() >= self.deadline):
+            # The time limit ends an epoch early, after at least one batch.
+            if i >= n_batches or (i > 0 and self.deadline is not None and time.perf_counter() >= self.deadline):
                 break
             if self.disc is not None and tokens.shape[0] < 2:
                 continue  # a FactorVAE step needs two halves
