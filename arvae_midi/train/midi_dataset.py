@@ -207,7 +207,7 @@ def _notes(mid: mido.MidiFile, config: MidiDatasetConfig) -> tuple[list[Note], s
         return [], "no notes"
     if config.channel is not None:
         return [], f"no notes on channel {config.channel}"
-    return [], "no notes outside the drum channel (10)"
+    return [], "drums only: no notes outside channel 10"
 
 
 def _passage_bars(notes: list[Note], passage: _Passage) -> np.ndarray:
