@@ -60,21 +60,38 @@ def main() -> None:
     d_mu, d_lv = check_parity(model, args.model, bars, vocab, mu_atol=1e-4)
     # 2. a fresh export of the recovered model vs the original file, same bars and masks.
     with tempfile.TemporaryDirectory() as tmp:
-        report = export_model(model, Path(tmp) / "re.onnx", doc["vocab"], doc["attribute_dims"], bars,
-                              recipe=doc["recipe"], config=ExportConfig(calibration_bars=64, parity_bars=64))
+        report = export_model(
+            model,
+            Path(tmp) / "re.onnx",
+            doc["vocab"],
+            doc["attribute_dims"],
+            bars,
+            recipe=doc["recipe"],
+            config=ExportConfig(calibration_bars=64, parity_bars=64),
+        )
         original, again = Engine.load(args.model, device="cpu"), Engine.load(report.path, device="cpu")
         masks = key_masks(len(bars), vocab, 1)
         mu_a, _ = original.encode(bars)
         mu_b, _ = again.encode(bars)
         same_tokens = bool((original.decode(mu_a, masks) == again.decode(mu_a, masks)).all())
         d_mu_reexport = float(np.abs(mu_a - mu_b).max())
-    print(json.dumps({
-        "bench": "recover_default_weights", "model": str(args.model), "out": str(args.out),
-        "parameters": sum(p.numel() for p in model.parameters()), "bars": len(bars),
-        "torch_vs_file_max_dmu": d_mu, "torch_vs_file_max_dlogvar": d_lv, "torch_vs_file_identical_tokens": True,
-        "reexport_vs_file_identical_tokens": same_tokens, "reexport_vs_file_max_dmu": d_mu_reexport,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "recover_default_weights",
+                "model": str(args.model),
+                "out": str(args.out),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "bars": len(bars),
+                "torch_vs_file_max_dmu": d_mu,
+                "torch_vs_file_max_dlogvar": d_lv,
+                "torch_vs_file_identical_tokens": True,
+                "reexport_vs_file_identical_tokens": same_tokens,
+                "reexport_vs_file_max_dmu": d_mu_reexport,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
     if not same_tokens or d_mu_reexport > 1e-4:
         sys.exit(1)
 

@@ -26,8 +26,13 @@ def build_with_progress(
     if not paths:
         raise ConfigError("give MIDI files or folders: arvae-midi dataset midi PATH... --out FILE.npz")
     config = MidiDatasetConfig(track=track, channel=channel)
-    columns = (TextColumn("reading MIDI files"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[file]}"))
+    columns = (
+        TextColumn("reading MIDI files"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[file]}"),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True, disable=not show) as bar:
         task = bar.add_task("midi", total=None, file="")
 
@@ -42,15 +47,19 @@ def print_summary(s: MidiDatasetSummary) -> None:
     for path, reason in s.skipped_files:
         typer.echo(f"skipped {path}: {reason}")
     typer.echo(f"{s.files_found} files found, {s.files_read} read, {s.files_used} used -> {s.path}")
-    typer.echo(f" files {s.files_per_split[0]} / {s.files_per_split[1]} / {s.files_per_split[2]}   "
-               f"bars {s.bars_per_split[0]:,} / {s.bars_per_split[1]:,} / {s.bars_per_split[2]:,}   "
-               f"bars x transpositions {s.rows_per_split[0]:,} / {s.rows_per_split[1]:,} / "
-               f"{s.rows_per_split[2]:,} (train / val / test)")
+    typer.echo(
+        f" files {s.files_per_split[0]} / {s.files_per_split[1]} / {s.files_per_split[2]}   "
+        f"bars {s.bars_per_split[0]:,} / {s.bars_per_split[1]:,} / {s.bars_per_split[2]:,}   "
+        f"bars x transpositions {s.rows_per_split[0]:,} / {s.rows_per_split[1]:,} / "
+        f"{s.rows_per_split[2]:,} (train / val / test)"
+    )
     for reason, count in s.skip_groups().items():
         typer.echo(f" skipped {count} file{'s' if count != 1 else ''}: {reason}")
     for meter, count in sorted(s.skipped_passages.items()):
-        typer.echo(f" skipped {count} passage{'s' if count != 1 else ''} in {meter} "
-                   f"({s.skipped_bars.get(meter, 0)} bars): only 4/4 becomes bars")
+        typer.echo(
+            f" skipped {count} passage{'s' if count != 1 else ''} in {meter} "
+            f"({s.skipped_bars.get(meter, 0)} bars): only 4/4 becomes bars"
+        )
     if s.folded_files:
         typer.echo(f" {s.folded_files} file(s) wider than the model's pitch range were folded by octaves into it")
 

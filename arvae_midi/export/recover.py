@@ -105,8 +105,10 @@ def recover_model(path: str | Path) -> tuple[VAE, TrainConfig, dict[str, Any]]:
         if not is_id.all():
             raise ModelFileError(f"{path}: tensor {name!r} mixes weights with computed values; cannot map it back")
         if name not in real_tensors or real_tensors[name].shape != ids.shape:
-            raise ModelFileError(f"{path}: tensor {name!r} of the probe export is missing or shaped differently "
-                                 "in the file; it was written by a different exporter version")
+            raise ModelFileError(
+                f"{path}: tensor {name!r} of the probe export is missing or shaped differently "
+                "in the file; it was written by a different exporter version"
+            )
         flat[(ids.astype(np.int64) - _ID0).ravel()] = real_tensors[name].astype(np.float64).ravel()
     model = build_model(recipe.model)
     offset = 0
@@ -125,9 +127,13 @@ def run_info_of(recipe: TrainConfig, doc: dict[str, Any], source: str) -> dict[s
     from arvae_midi.train.checkpoint import run_info
 
     data = doc.get("data", {})
-    info = run_info(recipe, list(doc["vocab"]), list(ATTRIBUTE_NAMES), dict(doc["attribute_dims"]),
-                    str(data.get("kind", "measure")))
+    info = run_info(
+        recipe, list(doc["vocab"]), list(ATTRIBUTE_NAMES), dict(doc["attribute_dims"]), str(data.get("kind", "measure"))
+    )
     # Where the weights came from, and that file's figures (the metrics of its lost training run).
-    info["recovered_from"] = {"file": source, "created": doc.get("export", {}).get("created"),
-                              "metrics": doc.get("metrics", {})}
+    info["recovered_from"] = {
+        "file": source,
+        "created": doc.get("export", {}).get("created"),
+        "metrics": doc.get("metrics", {}),
+    }
     return info

@@ -84,8 +84,9 @@ def load_init(config: TrainConfig, data_vocab: list[str]) -> tuple[TrainConfig, 
             "dataset with the same pitch range"
         )
     if config.objective == "arvae" and len(config.reg_names) > recipe.model.latent_dim:
-        raise ConfigError(f"--init {config.init}: {len(config.reg_names)} regularised labels, "
-                          f"{recipe.model.latent_dim} latent dims")
+        raise ConfigError(
+            f"--init {config.init}: {len(config.reg_names)} regularised labels, {recipe.model.latent_dim} latent dims"
+        )
     try:
         return config.replace(model=replace(recipe.model)), weights
     except ArvaeError as e:

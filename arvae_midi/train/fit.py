@@ -85,10 +85,21 @@ def default_run_dir(out: Path) -> Path:
 
 
 def heldout_bars(data_path: Path, n: int, seed: int) -> np.ndarray:
-    """Up to ``n`` bars (N, 24) of the test files, in their own key, each with a note."""
+    """Up to ``n`` bars (N, 24) of the test files, each with a note, in the file's own key.
+
+    A file whose own key lies outside the vocabulary range (a bass line) has no untransposed
+    rows; its rows of the transposition nearest to 0 semitones stand in.
+    """
     with np.load(data_path, allow_pickle=False) as data:
-        tokens, split, transpose = data["tokens"].astype(np.int64), data["split"], data["transpose"]
-    pool = np.flatnonzero((split == 2) & (transpose == 0) & (tokens >= 2).any(axis=1))
+        tokens, split = data["tokens"].astype(np.int64), data["split"]
+        transpose, tune = data["transpose"].astype(np.int64), data["tune"]
+    test = np.flatnonzero(split == 2)
+    keep = np.zeros(len(tokens), bool)
+    for t in np.unique(tune[test]):
+        rows = test[tune[test] == t]
+        nearest = rows[np.argmin(np.abs(transpose[rows]))]
+        keep[rows[transpose[rows] == transpose[nearest]]] = True
+    pool = np.flatnonzero(keep & (tokens >= 2).any(axis=1))
     if len(pool) == 0:
         raise DatasetError(f"{data_path}: no held-out bar with a note to measure the models on")
     chosen = np.sort(np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False))
@@ -105,6 +116,23 @@ def _start_model(config: FitConfig, run_dir: Path, progress: ProgressFn | None) 
     export_run(config.init, out, ExportConfig(calibration_bars=config.calibration_bars),
                data=run_dir / "data.npz", progress=progress)  # fmt: skip
     return out
+
+
+def _reserve_seconds(engine: Engine, bars: np.ndarray, calibration_bars: int, measure_s: float) -> float:
+    """Seconds to keep after training: export (trace, calibration, parity) and the after figures.
+
+    Calibration decodes ``calibration_bars`` bars at 33 latent points per attribute; one batch
+    decode of that size is timed on the start model (the fine-tuned one has the same
+    architecture). The after figures take about as long as the before figures did; tracing,
+    the trainer's last validation and checkpoint and the file writes get a fixed 30 s, and the
+    whole estimate a 1.5x margin for a shared machine.
+    """
+    mu, _ = engine.encode(bars)
+    z = np.resize(mu, (calibration_bars, mu.shape[1]))
+    started = time.perf_counter()
+    engine.decode(z)
+    decode_s = time.perf_counter() - started
+    return 1.5 * (33 * len(engine.meta.attributes) * decode_s + measure_s + 30.0)
 
 
 def fit(
@@ -147,28 +175,35 @@ def fit(
     stage(f"measuring the start model on {len(bars)} held-out bars")
     t_before = time.perf_counter()
     start = _start_model(config, run_dir, progress)
-    before = model_figures(Engine.load(start, device="cpu", threads=1), bars,
+    engine = Engine.load(start, device="cpu", threads=1)
+    before = model_figures(engine, bars,
                            progress=lambda d, t: progress(d, t, "knob sweeps") if progress else None)  # fmt: skip
     measure_s = time.perf_counter() - t_before
 
-    # Reserve for export (trace, calibration: ~calibration_bars * 33 * 4 decodes, parity) and
-    # the after figures: a multiple of the before figures' time plus fixed costs.
-    reserve = 3.0 * measure_s + 20.0
+    reserve = _reserve_seconds(engine, bars, config.calibration_bars, measure_s)
     limit = max(deadline - time.perf_counter() - reserve, 1.0)
     recipe = finetune_recipe(load_recipe(config.preset), config.init).replace(
-        data=str(data_path), time_limit_s=limit, epochs=100_000, threads=config.threads, seed=config.seed,
-        device="cpu", name=f"fit-{out.stem}")
+        data=str(data_path),
+        time_limit_s=limit,
+        epochs=100_000,
+        threads=config.threads,
+        seed=config.seed,
+        device="cpu",
+        name=f"fit-{out.stem}",
+    )
     stage(f"fine-tuning from {config.init} for up to {limit / 60:.1f} min")
     summary_train = train(recipe, run_dir, progress=config.show_training)
 
     stage("exporting (calibration, parity check)")
-    export_run(run_dir, out, ExportConfig(calibration_bars=config.calibration_bars, seed=config.seed),
-               progress=progress)
+    export_run(
+        run_dir, out, ExportConfig(calibration_bars=config.calibration_bars, seed=config.seed), progress=progress
+    )
     stage(f"measuring the fine-tuned model on {len(bars)} held-out bars")
     after = model_figures(Engine.load(out, device="cpu", threads=1), bars,
                           progress=lambda d, t: progress(d, t, "knob sweeps") if progress else None)  # fmt: skip
-    report = FitReport(out, run_dir, summary, before, after, summary_train.step, summary_train.seconds,
-                       time.perf_counter() - t0)
+    report = FitReport(
+        out, run_dir, summary, before, after, summary_train.step, summary_train.seconds, time.perf_counter() - t0
+    )
     (run_dir / "fit.json").write_text(json.dumps({
         "out": str(out), "start_model": str(start), "init": config.init, "minutes": config.minutes,
         "steps": report.steps, "train_seconds": round(report.train_seconds, 1), "seconds": round(report.seconds, 1),

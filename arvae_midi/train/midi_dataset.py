@@ -263,7 +263,8 @@ def read_midi_line(path: Path, config: MidiDatasetConfig, summary: MidiDatasetSu
             other[meter] += 1
             summary.skipped_passages[meter] = summary.skipped_passages.get(meter, 0) + 1
             summary.skipped_bars[meter] = summary.skipped_bars.get(meter, 0) + int(
-                np.ceil((passage.end - passage.start) / bar_beats - 1e-9))
+                np.ceil((passage.end - passage.start) / bar_beats - 1e-9)
+            )
     line = np.concatenate(bars) if bars else np.zeros((0, TICKS_PER_BAR), np.int64)
     if len(line) == 0:
         if other:
@@ -325,7 +326,10 @@ def build_midi_dataset(
     if progress is not None:
         progress(len(files), len(files), "")
     splits = _assign_splits([key for key, *_ in lines], config)
-    tok_parts, tune_parts, shift_parts, bar_parts = [], [], [], []
+    tok_parts: list[np.ndarray] = []
+    tune_parts: list[np.ndarray] = []
+    shift_parts: list[np.ndarray] = []
+    bar_parts: list[np.ndarray] = []
     for tune, ((_, bars, shifts, folded), split) in enumerate(zip(lines, splits, strict=True)):
         n = len(bars) // len(shifts)
         tok_parts.append(bars)
@@ -343,7 +347,7 @@ def build_midi_dataset(
     tune_col = np.concatenate(tune_parts)
     split_arr = np.asarray(splits, np.int8)
     summary.seconds = round(time.perf_counter() - t0, 2)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "tokens": tokens.astype(np.int8),
         "attributes": compute_attributes(tokens, vocab).astype(np.float32),
         "tune": tune_col,

@@ -311,7 +311,8 @@ class _Run:
         n_batches = len(self.loader)
         if cfg.max_train_batches is not None:
             n_batches = min(n_batches, cfg.max_train_batches)
-        task = progress.add_task(f"epoch {self.epoch + 1}/{cfg.epochs}", total=n_batches, terms="")
+        of = f"/{cfg.epochs}" if cfg.time_limit_s is None else ""  # a time-limited run ends when time is up
+        task = progress.add_task(f"epoch {self.epoch + 1}{of}", total=n_batches, terms="")
         self.model.train()
         if self.disc is not None:
             self.disc.train()
@@ -422,7 +423,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
                         f.write(json.dumps(last) + "\n")
                     run.save()
                     if show:
-                        bar.console.print(_epoch_line(last, run.config.epochs), soft_wrap=True, highlight=False)
+                        epochs = run.config.epochs if run.config.time_limit_s is None else None
+                        bar.console.print(_epoch_line(last, epochs), soft_wrap=True, highlight=False)
                 barrier(dist)
         if dist.is_main:
             info = {**run.info, "training": {**run.state(), "seconds": round(run.seconds, 3),
@@ -434,14 +436,15 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, pro
         teardown_distributed(dist)
 
 
-def _epoch_line(line: dict[str, Any], epochs: int) -> str:
+def _epoch_line(line: dict[str, Any], epochs: int | None) -> str:
     """One console line per epoch: train / val terms, accuracy, speed."""
 
     def terms(prefix: str) -> str:
         names = [n for n in ("loss", "recon", "kl", "ar", "tc") if f"{prefix}_{n}" in line]
         return " ".join(f"{n} {line[f'{prefix}_{n}']:.4f}" for n in names)
 
-    text = f"epoch {line['epoch']}/{epochs}  train: {terms('train')}  val: {terms('val')}"
+    of = "" if epochs is None else f"/{epochs}"
+    text = f"epoch {line['epoch']}{of}  train: {terms('train')}  val: {terms('val')}"
     if "val_accuracy" in line:
         text += f" acc {line['val_accuracy']:.4f}"
     return text + f"  ({line['samples_per_s']:.0f} samples/s)"

@@ -56,16 +56,21 @@ def test_dataset_midi_counts_and_contract(folder: Path, tmp_path: Path) -> None:
     assert summary["bars"] == 3 * 4 + 2 + 1
     assert summary["skipped_passages"] == {"3/4": 2}
     assert summary["skipped_bars"] == {"3/4": 4 + 2}
-    assert summary["skip_groups"] == {"not a readable MIDI file": 2, "no 4/4 passage": 1,
-                                      "drums only": 1, "empty file": 1}
+    assert summary["skip_groups"] == {
+        "not a readable MIDI file": 2,
+        "no 4/4 passage": 1,
+        "drums only": 1,
+        "empty file": 1,
+    }
     assert sorted(summary["files_per_split"]) == [1, 1, 2]
 
     data = np.load(out)
     assert {"tokens", "attributes", "tune", "split", "vocab"} <= set(data.files)
     vocab = Vocabulary.from_tokens(data["vocab"])
     assert data["tokens"].shape[1] == 24 and len(data["tokens"]) == summary["rows"]
-    np.testing.assert_allclose(data["attributes"], compute_attributes(data["tokens"].astype(np.int64), vocab),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        data["attributes"], compute_attributes(data["tokens"].astype(np.int64), vocab), atol=1e-6
+    )
     # split by file: every row of a file shares its split, each split has a file
     for tune in np.unique(data["tune"]):
         assert len(np.unique(data["split"][data["tune"] == tune])) == 1
@@ -79,8 +84,12 @@ def test_track_and_channel_choose_the_line(tmp_path: Path) -> None:
     lead = melody(32, 60)
     piano = [(p + 12, s, e) for p, s, e in melody(32, 64)]
     for i in range(3):
-        write(tmp_path / f"band{i}.mid", track([], meters=[(0, 4, 4)]), track(lead, channel=1, name="Lead"),
-              track(piano, channel=0, name="Piano"))
+        write(
+            tmp_path / f"band{i}.mid",
+            track([], meters=[(0, 4, 4)]),
+            track(lead, channel=1, name="Lead"),
+            track(piano, channel=0, name="Piano"),
+        )
 
     def top_pitch(config: MidiDatasetConfig) -> int:
         arrays, _ = build_midi_dataset([tmp_path], config)
