@@ -60,8 +60,8 @@ def print_summary(s: MidiDatasetSummary) -> None:
             f" skipped {count} passage{'s' if count != 1 else ''} in {meter} "
             f"({s.skipped_bars.get(meter, 0)} bars): only 4/4 becomes bars"
         )
-    if s.folded_files:
-        typer.echo(f" {s.folded_files} file(s) wider than the model's pitch range were folded by octaves into it")
+    if s.cut_files:
+        typer.echo(f" {s.cut_files} file(s) wider than the model's pitch range were transposed in passages that fit")
 
 
 def dataset_midi(paths: list[Path], out: Path, track: str | None, channel: int | None, as_json: bool) -> None:

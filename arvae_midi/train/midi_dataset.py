@@ -14,7 +14,8 @@ Steps, per file (folders are searched recursively for ``.mid`` / ``.midi`` / ``.
    passage are trimmed;
 4. a file's 4/4 bars form one line, augmented as the corpus datasets are
    (:func:`arvae_midi.train.corpus.augment_line`: every transposition that keeps the line inside
-   the vocabulary range). A line wider than the range is first folded by octaves into it;
+   the vocabulary range). A line wider than the range is cut into runs of consecutive bars
+   that fit, each transposed on its own (:func:`augment_file`);
 5. split **by file**: files are ordered by a hash of their path relative to the search root
    and the last ``test_fraction`` / ``val_fraction`` of them (at least one file each) are held
    out; fewer than three usable files cannot be split and raise DatasetError saying so.
@@ -96,7 +97,7 @@ class MidiDatasetSummary:
     #: meter ("3/4") -> passages skipped / their bars (including passages of files otherwise used).
     skipped_passages: dict[str, int] = field(default_factory=dict)
     skipped_bars: dict[str, int] = field(default_factory=dict)
-    folded_files: int = 0  # files folded by octaves into the vocabulary range
+    cut_files: int = 0  # files wider than the vocabulary range, transposed in passages that fit
     seconds: float = 0.0
     path: str = ""
 
@@ -274,11 +275,50 @@ def read_midi_line(path: Path, config: MidiDatasetConfig, summary: MidiDatasetSu
 
 
 def _fold(line: np.ndarray, vocab: Vocabulary) -> np.ndarray:
-    """Full-range line with every pitch moved by octaves into ``vocab``'s range."""
+    """Full-range tokens with every pitch moved by octaves into ``vocab``'s range."""
     out = line.copy()
     for i in np.flatnonzero(out >= 2):
         out[i] = 2 + vocab.fold(int(out[i]) - 2)
     return out
+
+
+def _fitting_passages(bars: np.ndarray, width: int) -> list[tuple[int, int]]:
+    """[start, end) runs of consecutive bars (n, 24) whose pitches span at most ``width`` semitones."""
+    runs: list[tuple[int, int]] = []
+    start, lo, hi = 0, 1 << 30, -1
+    for i, bar in enumerate(bars):
+        pitches = bar[bar >= 2]
+        new_lo, new_hi = (min(lo, int(pitches.min())), max(hi, int(pitches.max()))) if pitches.size else (lo, hi)
+        if new_hi - new_lo > width and i > start:
+            runs.append((start, i))
+            start = i
+            new_lo, new_hi = (int(pitches.min()), int(pitches.max())) if pitches.size else (1 << 30, -1)
+        lo, hi = new_lo, new_hi
+    runs.append((start, len(bars)))
+    return runs
+
+
+def augment_file(line: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """A file's full-range line -> (rows (M, 24) of ``vocab``, transpose (M,), bar index (M,), was cut).
+
+    As the corpus datasets: every transposition that keeps the line in range. A line wider than
+    the range is cut into runs of consecutive bars that fit, each transposed on its own; a single
+    bar wider than the range is folded by octaves into it.
+    """
+    bars = line.reshape(-1, TICKS_PER_BAR)
+    rows, shift_col, bar_col = [], [], []
+    runs = _fitting_passages(bars, vocab.high - vocab.low)
+    for start, end in runs:
+        part = bars[start:end].reshape(-1)
+        out, shifts = augment_line(part, vocab)
+        if len(shifts) == 0:  # one bar wider than the range
+            out, shifts = augment_line(_fold(part, vocab), vocab)
+        n = end - start
+        rows.append(out)
+        shift_col.append(np.repeat(shifts, n))
+        bar_col.append(np.tile(np.arange(start, end), len(shifts)))
+    return (np.concatenate(rows), np.concatenate(shift_col).astype(np.int8),
+            np.concatenate(bar_col).astype(np.int32), len(runs) > 1)  # fmt: skip
 
 
 def _assign_splits(keys: list[str], config: MidiDatasetConfig) -> list[int]:
@@ -310,7 +350,7 @@ def build_midi_dataset(
     summary = MidiDatasetSummary(files_found=len(files))
     if not files:
         raise DatasetError(f"no MIDI files ({', '.join(MIDI_SUFFIXES)}) in {', '.join(map(str, paths))}")
-    lines: list[tuple[str, np.ndarray, np.ndarray, bool]] = []
+    lines: list[tuple[str, int, tuple[np.ndarray, np.ndarray, np.ndarray, bool]]] = []
     for done, (path, key) in enumerate(files):
         if progress is not None:
             progress(done, len(files), path.name)
@@ -318,11 +358,7 @@ def build_midi_dataset(
         if isinstance(result, str):
             summary.skipped_files.append((str(path), result))
             continue
-        bars, shifts = augment_line(result, vocab)
-        folded = len(shifts) == 0
-        if folded:
-            bars, shifts = augment_line(_fold(result, vocab), vocab)
-        lines.append((key, bars, shifts, folded))
+        lines.append((key, len(result) // TICKS_PER_BAR, augment_file(result, vocab)))
     if progress is not None:
         progress(len(files), len(files), "")
     splits = _assign_splits([key for key, *_ in lines], config)
@@ -330,14 +366,13 @@ def build_midi_dataset(
     tune_parts: list[np.ndarray] = []
     shift_parts: list[np.ndarray] = []
     bar_parts: list[np.ndarray] = []
-    for tune, ((_, bars, shifts, folded), split) in enumerate(zip(lines, splits, strict=True)):
-        n = len(bars) // len(shifts)
+    for tune, ((_, n, (bars, shifts, bar_index, cut)), split) in enumerate(zip(lines, splits, strict=True)):
         tok_parts.append(bars)
         tune_parts.append(np.full(len(bars), tune, np.int32))
-        shift_parts.append(np.repeat(shifts, n).astype(np.int8))
-        bar_parts.append(np.tile(np.arange(n, dtype=np.int32), len(shifts)))
+        shift_parts.append(shifts)
+        bar_parts.append(bar_index)
         summary.files_used += 1
-        summary.folded_files += int(folded)
+        summary.cut_files += int(cut)
         summary.bars += n
         summary.rows += len(bars)
         summary.files_per_split[split] += 1
@@ -377,4 +412,11 @@ def save_midi_dataset(
     return summary
 
 
-__all__ = ["MidiDatasetConfig", "MidiDatasetSummary", "build_midi_dataset", "find_midi_files", "save_midi_dataset"]
+__all__ = [
+    "augment_file",
+    "MidiDatasetConfig",
+    "MidiDatasetSummary",
+    "build_midi_dataset",
+    "find_midi_files",
+    "save_midi_dataset",
+]
