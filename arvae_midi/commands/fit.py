@@ -24,7 +24,8 @@ def _print_report(report: FitReport) -> None:
         "before",
         "after",
         "change",
-        title=f"{after.bars} bars of {report.dataset.files_per_split[2]} held-out files",
+        title=f"{after.bars} bars of {report.dataset.files_per_split[2]} held-out files "
+        f"(knobs: {after.sweep_bars} of them, 9 positions each)",
     )
     table.add_row(
         "reconstruction accuracy",
@@ -64,7 +65,7 @@ def fit(
     ] = 512,
     figure_bars: Annotated[
         int, typer.Option("--figure-bars", min=1, hidden=True, help="Held-out bars of the before/after figures.")
-    ] = 150,
+    ] = 100,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Fine-tune the default model on your own MIDI files: dataset, training within --minutes,

@@ -30,9 +30,10 @@ ProgressFn = Callable[[int, int], None]
 class ModelFigures:
     """Figures of one model on one set of held-out bars."""
 
-    bars: int
+    bars: int  # bars reconstructed
     reconstruction: float
     spearman: dict[str, float] = field(default_factory=dict)
+    sweep_bars: int = 0  # bars the knob sweeps ran on
 
     @property
     def spearman_min(self) -> float:
@@ -66,14 +67,27 @@ def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def model_figures(engine: Engine, bars: np.ndarray, positions: int = 9,
-                  progress: ProgressFn | None = None) -> ModelFigures:  # fmt: skip
-    """Reconstruction accuracy and per-knob Spearman of ``engine`` on ``bars`` (N, 24) (module docstring)."""
+def model_figures(
+    engine: Engine,
+    bars: np.ndarray,
+    positions: int = 9,
+    progress: ProgressFn | None = None,
+    sweep_bars: int | None = None,
+    seed: int = 0,
+) -> ModelFigures:
+    """Reconstruction accuracy and per-knob Spearman of ``engine`` on ``bars`` (N, 24) (module docstring).
+
+    Reconstruction uses every bar; the knob sweeps (``4 * positions`` vary calls per bar) a
+    seeded subset of ``sweep_bars`` of them when set.
+    """
     bars = np.asarray(bars, np.int64)
     if bars.ndim != 2 or len(bars) == 0:
         raise DatasetError(f"need held-out bars of shape (N>0, 24), got {bars.shape}")
     mu, _ = engine.encode(bars)
     reconstruction = float((engine.decode(mu) == bars).mean())
+    n_recon = len(bars)
+    if sweep_bars is not None and sweep_bars < len(bars):
+        bars = bars[np.sort(np.random.default_rng(seed).choice(len(bars), sweep_bars, replace=False))]
     knob = np.unique(np.round(np.linspace(0, 127, positions)).astype(np.int64))
     attributes = [a for a in engine.meta.attributes if a in ATTRIBUTE_NAMES]
     total, done = len(attributes) * len(bars) * len(knob), 0
@@ -88,4 +102,4 @@ def model_figures(engine: Engine, bars: np.ndarray, positions: int = 9,
                 progress(done, total)
         values = engine.attributes(out.reshape(-1, bars.shape[1]))[:, ATTRIBUTE_NAMES.index(attribute)]
         spearman[attribute] = float(spearman_rows(knob, values.reshape(len(bars), len(knob))).mean())
-    return ModelFigures(len(bars), reconstruction, spearman)
+    return ModelFigures(n_recon, reconstruction, spearman, sweep_bars=len(bars))

@@ -46,7 +46,8 @@ class FitConfig:
     init: str = "default"  # start point: "default" or a run folder
     preset: str = "default"  # recipe whose objective / loss weights are fine-tuned (finetune_recipe)
     run_dir: str | None = None  # None: runs/<out stem> next to the output file (made unique)
-    figure_bars: int = 150  # held-out bars the before / after figures use
+    figure_bars: int = 100  # held-out bars the knob sweeps of the before / after figures use
+    recon_bars: int = 5000  # held-out bars the reconstruction figure uses
     calibration_bars: int = 512
     seed: int = 0
     threads: int = 1
@@ -85,21 +86,20 @@ def default_run_dir(out: Path) -> Path:
 
 
 def heldout_bars(data_path: Path, n: int, seed: int) -> np.ndarray:
-    """Up to ``n`` bars (N, 24) of the test files, each with a note, in the file's own key.
+    """Up to ``n`` bars (N, 24) of the test files, each with a note, every bar once, in its own key.
 
-    A file whose own key lies outside the vocabulary range (a bass line) has no untransposed
-    rows; its rows of the transposition nearest to 0 semitones stand in.
+    A bar whose own key lies outside the vocabulary range (a bass line, a passage of a wide
+    line) has no untransposed row; its row of the transposition nearest to 0 semitones stands in.
     """
     with np.load(data_path, allow_pickle=False) as data:
         tokens, split = data["tokens"].astype(np.int64), data["split"]
-        transpose, tune = data["transpose"].astype(np.int64), data["tune"]
-    test = np.flatnonzero(split == 2)
-    keep = np.zeros(len(tokens), bool)
-    for t in np.unique(tune[test]):
-        rows = test[tune[test] == t]
-        nearest = rows[np.argmin(np.abs(transpose[rows]))]
-        keep[rows[transpose[rows] == transpose[nearest]]] = True
-    pool = np.flatnonzero(keep & (tokens >= 2).any(axis=1))
+        transpose, tune, bar = data["transpose"].astype(np.int64), data["tune"], data["bar_index"]
+    test = np.flatnonzero((split == 2) & (tokens >= 2).any(axis=1))
+    # Sort by (file, bar, |shift|) and keep the first row of every (file, bar).
+    order = test[np.lexsort((np.abs(transpose[test]), bar[test], tune[test]))]
+    first = np.ones(len(order), bool)
+    first[1:] = (tune[order][1:] != tune[order][:-1]) | (bar[order][1:] != bar[order][:-1])
+    pool = order[first]
     if len(pool) == 0:
         raise DatasetError(f"{data_path}: no held-out bar with a note to measure the models on")
     chosen = np.sort(np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False))
@@ -116,6 +116,14 @@ def _start_model(config: FitConfig, run_dir: Path, progress: ProgressFn | None) 
     export_run(config.init, out, ExportConfig(calibration_bars=config.calibration_bars),
                data=run_dir / "data.npz", progress=progress)  # fmt: skip
     return out
+
+
+def _figures(engine: Engine, bars: np.ndarray, config: FitConfig, progress: ProgressFn | None) -> ModelFigures:
+    def swept(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total, "knob sweeps")
+
+    return model_figures(engine, bars, sweep_bars=config.figure_bars, seed=config.seed, progress=swept)
 
 
 def _reserve_seconds(engine: Engine, bars: np.ndarray, calibration_bars: int, measure_s: float) -> float:
@@ -170,14 +178,14 @@ def fit(
     stage("reading MIDI files")
     data_path = (run_dir / "data.npz").resolve()
     summary = save_midi_dataset(paths, data_path, data_config, progress=progress)
-    bars = heldout_bars(data_path, config.figure_bars, config.seed)
+    bars = heldout_bars(data_path, config.recon_bars, config.seed)
 
-    stage(f"measuring the start model on {len(bars)} held-out bars")
+    swept = min(len(bars), config.figure_bars)
+    stage(f"measuring the start model on {len(bars)} held-out bars ({swept} swept)")
     t_before = time.perf_counter()
     start = _start_model(config, run_dir, progress)
     engine = Engine.load(start, device="cpu", threads=1)
-    before = model_figures(engine, bars,
-                           progress=lambda d, t: progress(d, t, "knob sweeps") if progress else None)  # fmt: skip
+    before = _figures(engine, bars, config, progress)
     measure_s = time.perf_counter() - t_before
 
     reserve = _reserve_seconds(engine, bars, config.calibration_bars, measure_s)
@@ -198,9 +206,8 @@ def fit(
     export_run(
         run_dir, out, ExportConfig(calibration_bars=config.calibration_bars, seed=config.seed), progress=progress
     )
-    stage(f"measuring the fine-tuned model on {len(bars)} held-out bars")
-    after = model_figures(Engine.load(out, device="cpu", threads=1), bars,
-                          progress=lambda d, t: progress(d, t, "knob sweeps") if progress else None)  # fmt: skip
+    stage(f"measuring the fine-tuned model on {len(bars)} held-out bars ({swept} swept)")
+    after = _figures(Engine.load(out, device="cpu", threads=1), bars, config, progress)
     report = FitReport(
         out, run_dir, summary, before, after, summary_train.step, summary_train.seconds, time.perf_counter() - t0
     )
