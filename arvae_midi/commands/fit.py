@@ -33,6 +33,12 @@ def _print_report(report: FitReport) -> None:
         f"{after.reconstruction:.1%}",
         f"{100 * (after.reconstruction - before.reconstruction):+.1f} points",
     )
+    table.add_row(
+        "bars reproduced exactly",
+        f"{before.exact_bars:.1%}",
+        f"{after.exact_bars:.1%}",
+        f"{100 * (after.exact_bars - before.exact_bars):+.1f} points",
+    )
     for name in after.spearman:
         b = before.spearman.get(name)
         table.add_row(

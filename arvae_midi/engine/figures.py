@@ -4,7 +4,8 @@ Used by ``arvae-midi fit`` to compare the start model with the fine-tuned one on
 neither was trained on. Both figures go through :class:`~arvae_midi.engine.engine.Engine`, as
 ``vary`` and ``serve`` do:
 
-* ``reconstruction``: greedy token accuracy of decode(encode mean) over all bars;
+* ``reconstruction``: greedy token accuracy of decode(encode mean) over all bars (and
+  ``exact_bars``, the share of bars reproduced without a wrong token);
 * ``spearman[attribute]``: the knob swept over ``positions`` evenly spaced positions 0..127 (the
   other knobs unset, amount 0, the engine's default closed loop), Spearman correlation between
   knob position and the attribute of the decoded bar, per bar (a constant sequence counts as 0),
@@ -34,6 +35,7 @@ class ModelFigures:
     reconstruction: float
     spearman: dict[str, float] = field(default_factory=dict)
     sweep_bars: int = 0  # bars the knob sweeps ran on
+    exact_bars: float = 0.0  # share of bars reconstructed without a single wrong token
 
     @property
     def spearman_min(self) -> float:
@@ -84,7 +86,8 @@ def model_figures(
     if bars.ndim != 2 or len(bars) == 0:
         raise DatasetError(f"need held-out bars of shape (N>0, 24), got {bars.shape}")
     mu, _ = engine.encode(bars)
-    reconstruction = float((engine.decode(mu) == bars).mean())
+    same = engine.decode(mu) == bars
+    reconstruction, exact = float(same.mean()), float(same.all(axis=1).mean())
     n_recon = len(bars)
     if sweep_bars is not None and sweep_bars < len(bars):
         bars = bars[np.sort(np.random.default_rng(seed).choice(len(bars), sweep_bars, replace=False))]
@@ -102,4 +105,4 @@ def model_figures(
                 progress(done, total)
         values = engine.attributes(out.reshape(-1, bars.shape[1]))[:, ATTRIBUTE_NAMES.index(attribute)]
         spearman[attribute] = float(spearman_rows(knob, values.reshape(len(bars), len(knob))).mean())
-    return ModelFigures(n_recon, reconstruction, spearman, sweep_bars=len(bars))
+    return ModelFigures(n_recon, reconstruction, spearman, sweep_bars=len(bars), exact_bars=exact)
