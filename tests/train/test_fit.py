@@ -15,6 +15,8 @@ from tests.train.midi_fixtures import four_four_song
 pytest.importorskip("onnx")
 
 runner = CliRunner()
+#: A tiny budget; the start model's calibration and the export's on 32 bars keep it quick.
+FIT = ["fit", "--minutes", "0.05", "--calibration-bars", "32", "--figure-bars", "4", "--no-progress"]
 
 
 def test_fit_writes_a_model_vary_loads(tmp_path: Path) -> None:
@@ -37,7 +39,7 @@ def test_fit_writes_a_model_vary_loads(tmp_path: Path) -> None:
     out = tmp_path / "models" / "mine.onnx"
     result = runner.invoke(
         app,
-        ["fit", str(songs), "--out", str(out), "--minutes", "0.05", "--calibration-bars", "32", "--init", str(tmp_path / "start"), "--no-progress"],
+        FIT + ["--out", str(out), "--init", str(tmp_path / "start")] + [str(songs)],
     )
     assert result.exit_code == 0, result.output
     assert out.is_file()
@@ -63,7 +65,7 @@ def test_fit_writes_a_model_vary_loads(tmp_path: Path) -> None:
     (songs / "s2.mid").write_bytes(b"")
     result = runner.invoke(
         app,
-        ["fit", str(songs), "--out", str(out), "--minutes", "0.05", "--calibration-bars", "32", "--init", str(tmp_path / "start"), "--no-progress"],
+        FIT + ["--out", str(out), "--init", str(tmp_path / "start")] + [str(songs)],
     )
     assert result.exit_code == 1
     assert "error: 2 usable MIDI files: the split is by file and needs at least 3" in result.output
