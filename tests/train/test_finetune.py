@@ -122,3 +122,33 @@ def test_init_vocabulary_must_match_the_data(tmp_path: Path) -> None:
     _, weights = finetune.load_init(config, list(Vocabulary().tokens))
     assert all(isinstance(w, torch.Tensor) for w in weights.values())
     assert np.isfinite([float(w.abs().sum()) for w in weights.values()]).all()
+
+
+def test_recovery_reproduces_the_shipped_weights_and_reexports_identically(tmp_path: Path) -> None:
+    """bench/recover_default_weights.py's two proofs: recovering default.onnx gives exactly the
+    shipped default.safetensors, and re-exporting that model gives default.onnx's tokens and mu."""
+    from arvae_midi.engine.engine import Engine
+    from arvae_midi.export.exporter import ExportConfig, export_model, key_masks
+    from arvae_midi.export.recover import recover_model
+
+    model, recipe, doc = recover_model(DEFAULT_MODEL)
+    _, _, shipped = finetune.read_init("default")
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, shipped[name]), name
+    bars = synthetic_bars(64, seed=5)
+    report = export_model(model, tmp_path / "again.onnx", doc["vocab"], doc["attribute_dims"], bars,
+                          recipe=doc["recipe"], config=ExportConfig(calibration_bars=16, parity_bars=16))  # fmt: skip
+    original, again = Engine.load(DEFAULT_MODEL, device="cpu"), Engine.load(report.path, device="cpu")
+    mu_a, _ = original.encode(bars)
+    mu_b, _ = again.encode(bars)
+    assert float(np.abs(mu_a - mu_b).max()) < 1e-5
+    masks = key_masks(len(bars), Vocabulary.from_tokens(doc["vocab"]), seed=1)
+    np.testing.assert_array_equal(original.decode(mu_a, masks), again.decode(mu_a, masks))
+
+
+def test_recovery_refuses_a_file_without_metadata(tmp_path: Path) -> None:
+    from arvae_midi.export.recover import recover_model
+
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelFileError):
+        recover_model(tmp_path / "bad.onnx")
