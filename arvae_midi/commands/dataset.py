@@ -65,8 +65,8 @@ def dataset(
 
         dataset_midi(paths or [], out, track, channel, as_json)
         return
-    if paths:
-        raise typer.BadParameter("file and folder arguments are for `dataset midi` only")
+    if paths or track is not None or channel is not None:
+        raise typer.BadParameter("file and folder arguments, --track and --channel are for `dataset midi` only")
     if name is DatasetName.dmelodies:
         from arvae_midi.train.dmelodies import save_dmelodies
 
