@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import typer
 
-from arvae_midi.commands import analyze, calibrate, dataset, demo, evaluate, export, serve, train, vary
+from arvae_midi.commands import analyze, calibrate, dataset, demo, evaluate, export, fit, serve, train, vary
 
 #: Command modules in help order; each defines ``register(app)``.
-MODULES = (analyze, dataset, train, evaluate, export, calibrate, vary, serve, demo)
+MODULES = (analyze, dataset, train, fit, evaluate, export, calibrate, vary, serve, demo)
 
 
 def register_all(app: typer.Typer) -> None:

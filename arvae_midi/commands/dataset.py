@@ -18,6 +18,7 @@ class DatasetName(str, enum.Enum):
     folk = "folk"
     chorales = "chorales"
     folk_chorales = "folk-chorales"
+    midi = "midi"
 
 
 class Voices(str, enum.Enum):
@@ -30,6 +31,15 @@ class Voices(str, enum.Enum):
 def dataset(
     name: Annotated[DatasetName, typer.Argument(help="Which dataset to build.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz file (e.g. data/folk.npz).")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="midi: MIDI files and folders (searched recursively).")
+    ] = None,
+    track: Annotated[
+        str | None, typer.Option("--track", help="midi: the melody track, by name or 1-based index.")
+    ] = None,
+    channel: Annotated[
+        int | None, typer.Option("--channel", min=1, max=16, help="midi: the melody channel (1..16).")
+    ] = None,
     voices: Annotated[
         Voices, typer.Option(help="Chorales: soprano line only, or all four voices as separate lines.")
     ] = Voices.soprano,
@@ -47,7 +57,18 @@ def dataset(
     limit: Annotated[int | None, typer.Option(hidden=True, min=1, help="First N files of each corpus.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Build a dataset file: parse (cached, in parallel), augment by transposition, split by tune."""
+    """Build a dataset file: parse (cached, in parallel), augment by transposition, split by tune.
+
+    `dataset midi PATH... --out FILE.npz` builds one from your own MIDI files (4/4 passages, the
+    highest voice of the non-drum channels unless --track / --channel choose the line).
+    """
+    if name is DatasetName.midi:
+        from arvae_midi.commands.dataset_midi import dataset_midi
+
+        dataset_midi(paths or [], out, track, channel, as_json)
+        return
+    if paths or track is not None or channel is not None:
+        raise typer.BadParameter("file and folder arguments, --track and --channel are for `dataset midi` only")
     if name is DatasetName.dmelodies:
         from arvae_midi.train.dmelodies import save_dmelodies
 

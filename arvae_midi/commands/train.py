@@ -40,6 +40,11 @@ def train(
         int | None, typer.Option("--max-batches", min=1, help="At most this many batches per epoch (quick runs).")
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads per process.")] = None,
+    init: Annotated[
+        str | None,
+        typer.Option("--init", help="Fine-tune from 'default' (the shipped model) or a RUN_DIR, with the "
+                     "finetune preset's learning rate and steps."),
+    ] = None,
     list_presets: Annotated[bool, typer.Option("--list", help="List the training presets and exit.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
 ) -> None:
@@ -62,6 +67,10 @@ def train(
     else:
         raise ConfigError("give --preset NAME|FILE (or --resume with --out RUN_DIR); presets: "
                           + ", ".join(presets.list_presets()))
+    if init is not None:
+        from arvae_midi.train.finetune import finetune_recipe
+
+        config = finetune_recipe(config, init)
     changes: dict[str, Any] = {}
     if data is not None:
         changes["data"] = str(data)
@@ -79,7 +88,8 @@ def train(
     run_dir = out if out is not None else Path("runs") / config.name
     if _is_main():
         typer.echo(f"{'resuming' if resume else 'training'} {config.name} ({config.objective}, data "
-                   f"{config.data}) in {run_dir}")
+                   f"{config.data}) in {run_dir}"
+                   + (f", from {config.init} (lr {config.lr:g}, {config.epochs} epochs)" if config.init else ""))
     with progress_bar(progress and _is_main()) as draw:
         summary = run_training(config, run_dir, resume=resume, progress=draw)
     if _is_main():

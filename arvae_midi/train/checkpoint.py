@@ -75,7 +75,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _save_weights(module: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+def save_weights(module: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``module``'s weights as safetensors at ``path`` (temporary name, then rename)."""
     # clone: safetensors refuses tensors sharing storage, and contiguous copies are what we load.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
@@ -100,7 +101,7 @@ def save_run(run_dir: str | Path, model: VAE, info: dict[str, Any]) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(info, indent=2)
-    _save_weights(model, run_dir / MODEL_FILE, metadata={"config": text})
+    save_weights(model, run_dir / MODEL_FILE, metadata={"config": text})
     _atomic_write_text(run_dir / CONFIG_FILE, text + "\n")
     return run_dir / MODEL_FILE
 
@@ -195,9 +196,9 @@ def save_checkpoint(
     """Write the epoch checkpoint; ``state`` holds counters (epoch = epochs finished, step, ...)."""
     ckpt = Path(run_dir) / CHECKPOINT_DIR
     ckpt.mkdir(parents=True, exist_ok=True)
-    _save_weights(model, ckpt / "last.safetensors")
+    save_weights(model, ckpt / "last.safetensors")
     if disc is not None:
-        _save_weights(disc, ckpt / "disc.safetensors")
+        save_weights(disc, ckpt / "disc.safetensors")
     tmp = ckpt / "optim.pt.tmp"
     torch.save(optim_state, tmp)
     os.replace(tmp, ckpt / "optim.pt")

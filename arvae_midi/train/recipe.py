@@ -63,6 +63,12 @@ class TrainConfig:
     fast_path: bool = True
     max_train_batches: int | None = None  # cap on batches per epoch (quick runs)
     max_val_batches: int | None = None  # cap on validation batches per epoch
+    #: Start from these weights instead of a fresh init: "default" (the shipped model's
+    #: presets/default.safetensors) or a run folder; the model config then comes from them
+    #: (arvae_midi.train.finetune).
+    init: str | None = None
+    #: Stop training after this many seconds (checked every batch); None = run every epoch.
+    time_limit_s: float | None = None
 
     # --- runtime --------------------------------------------------------------------------------
     seed: int = 0  # torch / numpy / python seeds and the dMelodies split
@@ -86,6 +92,8 @@ class TrainConfig:
         for name in ("warmup_epochs", "ramp_iterations", "num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ConfigError(f"time_limit_s must be > 0 when set, got {self.time_limit_s}")
         for name in ("max_train_batches", "max_val_batches", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -122,13 +122,21 @@ class _Run:
         self.dist, self.device, self.run_dir = dist, device, run_dir
         seed_everything(config.seed)
         data = load_npz(config.data, split_seed=config.seed)
+        init_weights = None
+        if config.init:  # fine-tuning: the model (config and weights) of the start point
+            from arvae_midi.train.finetune import load_init
+
+            config, init_weights = load_init(config, data.vocab)
         self.config = config = self._fit_to_data(config, data)
         self.reg_index = data.label_index(config.reg_names)
         self.reg_dims = {name: i for i, name in enumerate(config.reg_names)}
         self.info = ckpt.run_info(config, data.vocab, data.label_names, self.reg_dims, data.kind)
         self.schedule = kl_schedule(config)
 
-        self.model = build_model(config.model).to(device)
+        self.model = build_model(config.model)
+        if init_weights is not None:
+            self.model.load_state_dict(init_weights, strict=True)
+        self.model.to(device)
         broadcast_module(self.model, dist)
         self.forward: nn.Module = _Forward(self.model, config.fast_path)
         if dist.enabled:
@@ -168,6 +176,7 @@ class _Run:
         )  # fmt: skip
         self.epoch = self.step = self.anneal_step = 0
         self.seconds = 0.0
+        self.deadline: float | None = None  # perf_counter() value at which time_limit_s runs out
 
     @staticmethod
     def _fit_to_data(config: TrainConfig, data: TokenData) -> TrainConfig:
@@ -304,7 +313,8 @@ class _Run:
         n_batches = len(self.loader)
         if cfg.max_train_batches is not None:
             n_batches = min(n_batches, cfg.max_train_batches)
-        task, shown = f"epoch {self.epoch + 1}/{cfg.epochs}", ""
+        of = f"/{cfg.epochs}" if cfg.time_limit_s is None else ""  # a time-limited run ends when time is up
+        task, shown = f"epoch {self.epoch + 1}{of}", ""
         self.model.train()
         if self.disc is not None:
             self.disc.train()
@@ -312,7 +322,8 @@ class _Run:
         batches = samples = 0
         start = time.perf_counter()
         for i, (tokens, labels) in enumerate(self.loader):
-            if i >= n_batches:
+            # The time limit ends an epoch early, after at least one batch.
+            if i >= n_batches or (i > 0 and self.deadline is not None and time.perf_counter() >= self.deadline):
                 break
             if self.disc is not None and tokens.shape[0] < 2:
                 continue  # a FactorVAE step needs two halves
@@ -371,6 +382,8 @@ def train(
     dist = setup_distributed(config.device)
     try:
         device = resolve_device(config.device, dist.local_rank)
+        if config.time_limit_s is not None and dist.enabled:  # ranks would stop at different batches
+            raise ConfigError("time_limit_s works in single-process runs only, not under torchrun")
         has_run = ckpt.checkpoint_exists(run_dir) or (run_dir / ckpt.MODEL_FILE).exists()
         if has_run and not resume:
             raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
@@ -384,13 +397,16 @@ def train(
         barrier(dist)
         last: dict[str, Any] = {}
         report = reporter(progress if dist.is_main else None)
-        while run.epoch < run.config.epochs:
+        if config.time_limit_s is not None:
+            run.deadline = time.perf_counter() + config.time_limit_s - run.seconds
+        while run.epoch < run.config.epochs and not (run.deadline and time.perf_counter() >= run.deadline):
             last = run.run_epoch(report)
             if dist.is_main:
                 with metrics_path.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(last) + "\n")
                 run.save()
-                report(Progress("", message=_epoch_line(last, run.config.epochs)))
+                epochs = run.config.epochs if run.config.time_limit_s is None else None
+                report(Progress("", message=_epoch_line(last, epochs)))
             barrier(dist)
         if dist.is_main:
             info = {**run.info, "training": {**run.state(), "seconds": round(run.seconds, 3),
@@ -402,14 +418,15 @@ def train(
         teardown_distributed(dist)
 
 
-def _epoch_line(line: dict[str, Any], epochs: int) -> str:
+def _epoch_line(line: dict[str, Any], epochs: int | None) -> str:
     """One console line per epoch: train / val terms, accuracy, speed."""
 
     def terms(prefix: str) -> str:
         names = [n for n in ("loss", "recon", "kl", "ar", "tc") if f"{prefix}_{n}" in line]
         return " ".join(f"{n} {line[f'{prefix}_{n}']:.4f}" for n in names)
 
-    text = f"epoch {line['epoch']}/{epochs}  train: {terms('train')}  val: {terms('val')}"
+    of = "" if epochs is None else f"/{epochs}"
+    text = f"epoch {line['epoch']}{of}  train: {terms('train')}  val: {terms('val')}"
     if "val_accuracy" in line:
         text += f" acc {line['val_accuracy']:.4f}"
     return text + f"  ({line['samples_per_s']:.0f} samples/s)"
