@@ -86,10 +86,14 @@ def worker(args: argparse.Namespace) -> None:
         epochs = summary.epochs
         done = summary.seconds >= budget
         if summary.seconds >= next_eval or done:
-            point = {"recipe": name, "minutes": round(summary.seconds / 60.0, 3), "epochs": epochs,
-                     "measures": summary.step * cfg.batch_size,
-                     "val_accuracy": summary.last.get("val_accuracy"),
-                     **_evaluate(run_dir, tokens, labels)}
+            point = {
+                "recipe": name,
+                "minutes": round(summary.seconds / 60.0, 3),
+                "epochs": epochs,
+                "measures": summary.step * cfg.batch_size,
+                "val_accuracy": summary.last.get("val_accuracy"),
+                **_evaluate(run_dir, tokens, labels),
+            }
             with curve.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(point) + "\n")
             print(json.dumps(point), flush=True)
@@ -107,9 +111,12 @@ def _plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4), dpi=110)
-    for ax, key, label in zip(fig.subplots(1, 2), ("reconstruction_accuracy", "interpretability"),
-                              ("reconstruction accuracy (greedy, sampled z, test)", "mean Interpretability (test)"),
-                              strict=True):
+    for ax, key, label in zip(
+        fig.subplots(1, 2),
+        ("reconstruction_accuracy", "interpretability"),
+        ("reconstruction accuracy (greedy, sampled z, test)", "mean Interpretability (test)"),
+        strict=True,
+    ):
         for name, pts in curves.items():
             ax.plot([p["minutes"] for p in pts], [p[key] for p in pts], marker="o", label=name)
         ax.set_xlabel("training wall time (minutes)")
@@ -123,8 +130,12 @@ def _plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
 def main() -> None:
     """Run the workers (or one worker with ``--worker``), then plot and print the JSON line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipes", nargs="+", default=["default", "default-fast"],
-                   help="preset names or TOML paths; the first is the baseline")
+    p.add_argument(
+        "--recipes",
+        nargs="+",
+        default=["default", "default-fast"],
+        help="preset names or TOML paths; the first is the baseline",
+    )
     p.add_argument("--data", default="data/folk-chorales.npz")
     p.add_argument("--out", default="runs/learning-curve")
     p.add_argument("--minutes", type=float, default=20.0, help="training wall time per recipe")
@@ -140,8 +151,18 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    forwarded = ["--data", args.data, "--out", str(out), "--minutes", str(args.minutes),
-                 "--eval-every", str(args.eval_every), "--eval-items", str(args.eval_items)]
+    forwarded = [
+        "--data",
+        args.data,
+        "--out",
+        str(out),
+        "--minutes",
+        str(args.minutes),
+        "--eval-every",
+        str(args.eval_every),
+        "--eval-items",
+        str(args.eval_items),
+    ]
     if args.threads is not None:
         forwarded += ["--threads", str(args.threads)]
     if args.seed is not None:

@@ -71,8 +71,9 @@ def _tokens(data: str | None, seq_len: int, vocab: int, seed: int) -> np.ndarray
         with np.load(Path(data), allow_pickle=False) as f:
             tokens = np.asarray(f["tokens"], dtype=np.int64)
         if tokens.shape[1] != seq_len or tokens.max() >= vocab:
-            raise SystemExit(f"{data}: tokens {tokens.shape} (max id {tokens.max()}) do not fit the model "
-                             f"(T={seq_len}, V={vocab})")
+            raise SystemExit(
+                f"{data}: tokens {tokens.shape} (max id {tokens.max()}) do not fit the model (T={seq_len}, V={vocab})"
+            )
         return tokens
     return np.random.default_rng(seed).integers(0, vocab, size=(100_000, seq_len))
 
@@ -123,8 +124,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every mode of both sides and return the result dict."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     vocab = 32
     if args.data:
         with np.load(Path(args.data), allow_pickle=False) as f:
@@ -136,8 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     per_round = max(1, args.steps // args.rounds)
     jobs: list[tuple[str, Callable[[torch.Tensor], float], list[torch.Tensor], int]] = []
     for side in (ref, rec):
-        batches = [torch.from_numpy(tokens[rng.integers(0, len(tokens), side.batch)]).to(device)
-                   for _ in range(per_round)]
+        batches = [
+            torch.from_numpy(tokens[rng.integers(0, len(tokens), side.batch)]).to(device) for _ in range(per_round)
+        ]
         jobs += [(f"{side.name}/{m}", _step_fn(side, m), batches, side.batch) for m in side.modes]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _, fn, batches, _ in jobs:  # warm-up: allocator, thread pools, autograd caches
@@ -186,8 +191,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "timed_steps_per_mode": len(times["recipe/fast"]),
         "data": args.data or "random",
-        "params": {"recipe": sum(p.numel() for p in rec.model.parameters()),
-                   "reference": sum(p.numel() for p in ref.model.parameters())},
+        "params": {
+            "recipe": sum(p.numel() for p in rec.model.parameters()),
+            "reference": sum(p.numel() for p in ref.model.parameters()),
+        },
         "torch": torch.__version__,
         "model": to_dict(rec_cfg),
         "fast_samples_per_s": round(fast, 2),

@@ -61,8 +61,9 @@ class MLPEncoder(nn.Module):
         super().__init__()
         c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim)
-        self.net = nn.Sequential(nn.Linear(c.seq_len * c.embed_dim, 2 * c.enc_hidden), nn.SELU(),
-                                 nn.Dropout(c.enc_dropout))
+        self.net = nn.Sequential(
+            nn.Linear(c.seq_len * c.embed_dim, 2 * c.enc_hidden), nn.SELU(), nn.Dropout(c.enc_dropout)
+        )
         self.out_dim = 2 * c.enc_hidden
 
     def forward(self, tokens: Tensor) -> Tensor:
