@@ -11,13 +11,15 @@ on a fixed, seeded subset of the held-out **test** tunes:
 
 Outputs under ``--out``: ``RECIPE/`` run folders (resumable: ``arvae-midi train --resume``),
 ``RECIPE.curve.jsonl`` (one point per evaluation), ``learning_curve.png`` (quality against
-minutes; dashed: against measures seen) and, last on stdout, one JSON line: per recipe the final
-point and the quality at the longest time every recipe reached (interpolated), plus
-``last_not_worse_than_first``: whether the last recipe is at least as good as the first (the
-baseline) on both metrics at that common time, within the evaluation's noise (:data:`TOLERANCE`).
+minutes, and against measures seen) and, last on stdout, one JSON line: per recipe the final
+point, the quality at the longest time every recipe reached and at the most measures every recipe
+saw (both interpolated), and ``last_not_worse_than_first``: whether the last recipe is at least as
+good as the first (the baseline) on both metrics at that common time, within the evaluation's
+noise (:data:`TOLERANCE`). A worker re-run on the same ``--out`` continues its run and its curve
+(``--worker RECIPE --minutes LONGER``); ``--report-only`` redraws the plot and the JSON line.
 
-    python bench/learning_curve.py --recipes default default-fast --minutes 20 --eval-every 3 \\
-        --data /work/data/folk-chorales.npz --out /tmp/lc [--threads 1] [--eval-items 4000]
+    python bench/learning_curve.py --recipes default default-fast --minutes 40 --eval-every 4 \\
+        --data data/folk-chorales.npz --out runs/learning-curve [--threads 1] [--eval-items 4000]
 """
 
 from __future__ import annotations
@@ -102,27 +104,29 @@ def worker(args: argparse.Namespace) -> None:
             return
 
 
-def _interp(points: list[dict[str, Any]], minutes: float, key: str) -> float:
-    xs = [p["minutes"] for p in points]
-    return float(np.interp(minutes, xs, [p[key] for p in points]))
+def _interp(points: list[dict[str, Any]], x: float, key: str, axis: str = "minutes") -> float:
+    """``key`` linearly interpolated at ``axis`` = x (minutes or measures)."""
+    return float(np.interp(x, [p[axis] for p in points], [p[key] for p in points]))
 
 
 def _plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """2 x 2 panels: recon accuracy and Interpretability against minutes (top) and measures (bottom)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4), dpi=110)
-    for ax, key, label in zip(
-        fig.subplots(1, 2),
-        ("reconstruction_accuracy", "interpretability"),
-        ("reconstruction accuracy (greedy, sampled z, test)", "mean Interpretability (test)"),
-        strict=True,
+    fig = Figure(figsize=(10, 7), dpi=110)
+    axes = fig.subplots(2, 2)
+    titles = {"reconstruction_accuracy": "reconstruction accuracy (greedy, sampled z, test)",
+              "interpretability": "mean Interpretability (sampled z, test)"}  # fmt: skip
+    for row, (axis, xlabel, scale) in enumerate(
+        (("minutes", "training wall time (minutes)", 1.0), ("measures", "measures seen (millions)", 1e-6))
     ):
-        for name, pts in curves.items():
-            ax.plot([p["minutes"] for p in pts], [p[key] for p in pts], marker="o", label=name)
-        ax.set_xlabel("training wall time (minutes)")
-        ax.set_title(label, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        for ax, (key, title) in zip(axes[row], titles.items(), strict=True):
+            for name, pts in curves.items():
+                ax.plot([p[axis] * scale for p in pts], [p[key] for p in pts], marker="o", label=name)
+            ax.set_xlabel(xlabel)
+            ax.set_title(title, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -144,6 +148,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per recipe (default: the recipe's)")
     p.add_argument("--seed", type=int, default=None, help="seed for every recipe (default: the recipes')")
     p.add_argument("--sequential", action="store_true", help="one recipe after the other instead of side by side")
+    p.add_argument("--report-only", action="store_true", help="no training: plot and summarise the curves in --out")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -169,12 +174,12 @@ def main() -> None:
         forwarded += ["--seed", str(args.seed)]
     start = time.perf_counter()
     procs = []
-    for recipe in args.recipes:
+    for recipe in [] if args.report_only else args.recipes:
         cmd = [sys.executable, __file__, "--worker", recipe, *forwarded]
         procs.append(subprocess.Popen(cmd))
         if args.sequential and procs[-1].wait() != 0:
             raise SystemExit(f"recipe {recipe} failed")
-    if not args.sequential and any(proc.wait() != 0 for proc in procs):
+    if not args.sequential and any([proc.wait() != 0 for proc in procs]):  # a list: wait for every one
         raise SystemExit("a recipe failed")
     curves = {}
     for recipe in args.recipes:
@@ -182,11 +187,13 @@ def main() -> None:
         curves[name] = [json.loads(ln) for ln in (out / f"{name}.curve.jsonl").read_text().splitlines() if ln.strip()]
     _plot(curves, out / "learning_curve.png")
     common = min(pts[-1]["minutes"] for pts in curves.values())
-    result: dict[str, Any] = {"minutes_common": round(common, 2), "recipes": {}}
+    common_measures = min(pts[-1]["measures"] for pts in curves.values())
+    result: dict[str, Any] = {"minutes_common": round(common, 2), "measures_common": common_measures, "recipes": {}}
     for name, pts in curves.items():
         result["recipes"][name] = {
             "final": pts[-1],
             "at_common": {k: round(_interp(pts, common, k), 4) for k in TOLERANCE},
+            "at_common_measures": {k: round(_interp(pts, common_measures, k, "measures"), 4) for k in TOLERANCE},
             "measures_per_minute": round(pts[-1]["measures"] / max(pts[-1]["minutes"], 1e-9), 1),
         }
     base, last = (result["recipes"][Path(r).stem]["at_common"] for r in (args.recipes[0], args.recipes[-1]))
