@@ -18,7 +18,7 @@ good as the first (the baseline) on both metrics at that common time, within the
 noise (:data:`TOLERANCE`). A worker re-run on the same ``--out`` continues its run and its curve
 (``--worker RECIPE --minutes LONGER``); ``--report-only`` redraws the plot and the JSON line.
 
-    python bench/learning_curve.py --recipes default-gru default --minutes 40 --eval-every 4 \\
+    python bench/learning_curve.py --recipes default default-fast --minutes 40 --eval-every 4 \\
         --data data/folk-chorales.npz --out runs/learning-curve [--threads 1] [--eval-items 4000]
 """
 
@@ -137,7 +137,7 @@ def main() -> None:
     p.add_argument(
         "--recipes",
         nargs="+",
-        default=["default-gru", "default"],
+        default=["default", "default-fast"],
         help="preset names or TOML paths; the first is the baseline",
     )
     p.add_argument("--data", default="data/folk-chorales.npz")

@@ -8,7 +8,7 @@ so that load from other processes hits every mode alike. Two sides:
   dropout 0.5, float32), batch 256. Modes ``stepwise`` (teacher-forced, one tick-GRU step per tick,
   as ashispati/ar-vae) and ``argmax`` (free-running step loop, the other half of its 50/50
   teacher-forcing mix);
-* the **recipe** under test (``--recipe``, default ``default``): its model (encoder, widths,
+* the **recipe** under test (``--recipe``, default ``default-fast``): its model (encoder, widths,
   dropout), batch size and ``cpu_amp`` (bf16 autocast). Modes ``fast`` (teacher-forced, beats
   folded into one tick-GRU call) and ``argmax``.
 
@@ -18,7 +18,7 @@ its recipe's ``teacher_forcing`` probability. ``--recipe folk-arvae`` gives the 
 comparison (fast path vs step loop only). Threads are the same for both sides. The last stdout line
 is one JSON object.
 
-    python bench/train_throughput.py [--recipe default] [--batch N] [--threads 1]
+    python bench/train_throughput.py [--recipe default-fast] [--batch N] [--threads 1]
         [--steps 16] [--device auto] [--data data/folk-chorales.npz]
 """
 
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     """Parse arguments, run, print the JSON line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipe", default="default", help="preset name or TOML path of the recipe under test")
+    p.add_argument("--recipe", default="default-fast", help="preset name or TOML path of the recipe under test")
     p.add_argument("--batch", type=int, default=None, help="the recipe's batch size (default: the recipe's own)")
     p.add_argument("--steps", type=int, default=16, help="timed steps per mode")
     p.add_argument("--rounds", type=int, default=4, help="interleaving rounds (steps split among them)")
