@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from arvae_midi.errors import ConfigError, DatasetError
+from arvae_midi.train.encoders import ENCODERS, build_encoder
 
 ARCHS = ("rnn", "cnn")
 
@@ -55,10 +56,17 @@ class ModelConfig:
     relu_logits: bool = True
     cnn_channels: tuple[int, ...] = (16, 32, 64, 128)  # encoder conv widths; the decoder mirrors them
     cnn_dropout: float = 0.1
+    # Token encoder of the rnn arch: "bigru" (MeasureVAE, paper Table 1) or a faster variant of
+    # arvae_midi.train.encoders ("conv", "mlp"); enc_hidden / enc_layers / enc_dropout size it.
+    encoder: str = "bigru"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ConfigError(f"model.arch: unknown architecture {self.arch!r}; valid: {', '.join(ARCHS)}")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"model.encoder: unknown encoder {self.encoder!r}; valid: {', '.join(ENCODERS)}")
+        if self.arch != "rnn" and self.encoder != "bigru":
+            raise ConfigError(f"model.encoder = {self.encoder!r} needs arch = \"rnn\" (the cnn has its own encoder)")
         for name in ("vocab_size", "num_beats", "ticks_per_beat", "embed_dim", "enc_hidden", "enc_layers",
                      "head_hidden", "latent_dim", "dec_hidden", "dec_layers"):
             if getattr(self, name) < 1:
@@ -176,12 +184,16 @@ class HierarchicalVAE(VAE):
         c = config
         v, e, h, layers = c.vocab_size, c.embed_dim, c.dec_hidden, c.dec_layers
         # encoder
-        self.enc_embedding = nn.Embedding(v, e)
-        self.enc_rnn = nn.GRU(e, c.enc_hidden, c.enc_layers, batch_first=True, bidirectional=True,
-                              dropout=c.enc_dropout if c.enc_layers > 1 else 0.0)
-        # summary = final hidden state of every layer and direction, concatenated
-        self.mu_head, self.log_std_head = _gaussian_heads(2 * c.enc_layers * c.enc_hidden, c.head_hidden,
-                                                          c.latent_dim)
+        summary_dim = 2 * c.enc_layers * c.enc_hidden
+        if c.encoder == "bigru":
+            self.enc_embedding = nn.Embedding(v, e)
+            self.enc_rnn = nn.GRU(e, c.enc_hidden, c.enc_layers, batch_first=True, bidirectional=True,
+                                  dropout=c.enc_dropout if c.enc_layers > 1 else 0.0)
+            # summary = final hidden state of every layer and direction, concatenated
+        else:
+            self.token_encoder = build_encoder(c)
+            summary_dim = self.token_encoder.out_dim
+        self.mu_head, self.log_std_head = _gaussian_heads(summary_dim, c.head_hidden, c.latent_dim)
         # decoder
         dec_dropout = c.dec_dropout if layers > 1 else 0.0
         self.z_to_beat_hidden = nn.Sequential(nn.Linear(c.latent_dim, layers * h), nn.SELU())
@@ -200,6 +212,9 @@ class HierarchicalVAE(VAE):
         """(mu, logvar) (B, Z); the head predicts log sigma as the reference, logvar = 2 log sigma."""
         self._check_tokens(tokens)
         batch = tokens.shape[0]
+        if self.config.encoder != "bigru":
+            summary = self.token_encoder(tokens)  # (B, out_dim)
+            return self.mu_head(summary), 2.0 * self.log_std_head(summary)
         _, h_n = self.enc_rnn(self.enc_embedding(tokens))  # h_n (layers*2, B, H)
         summary = h_n.transpose(0, 1).reshape(batch, -1)  # (B, layers*2*H), layer-major per sample
         return self.mu_head(summary), 2.0 * self.log_std_head(summary)

@@ -74,6 +74,9 @@ class TrainConfig:
     seed: int = 0  # torch / numpy / python seeds and the dMelodies split
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
     amp: bool = True  # mixed precision on CUDA (fp16 autocast + GradScaler); ignored on CPU
+    #: bfloat16 autocast on CPU (weights, Adam and loss terms stay float32): matrix products run
+    #: on AMX / AVX512-BF16 units where the CPU has them. Off in the paper-faithful presets.
+    cpu_amp: bool = False
     num_workers: int = 0  # DataLoader workers
     #: torch CPU threads per process; None = torch's default (one per core). On a shared machine
     #: 1 is often faster than oversubscribed cores.

@@ -158,6 +158,8 @@ class _Run:
         self.amp_dtype: torch.dtype | None = None
         if device.type == "cuda" and config.amp:
             self.amp_dtype = torch.float16
+        elif device.type == "cpu" and config.cpu_amp:
+            self.amp_dtype = torch.bfloat16  # no loss scaling needed: bf16 has float32's range
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
         per_rank = config.batch_size // dist.world_size
@@ -215,7 +217,7 @@ class _Run:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _terms(self, out: VAEOutput, tokens: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Loss terms in float32; ``loss`` is the objective minimised by the VAE optimizer."""
