@@ -84,7 +84,7 @@ def worker(args: argparse.Namespace) -> None:
         if points:
             next_eval = 60.0 * (points[-1]["minutes"] + args.eval_every)
     while True:
-        summary = train(cfg.replace(epochs=epochs + 1), run_dir, resume=True, progress=False)
+        summary = train(cfg.replace(epochs=epochs + 1), run_dir, resume=True)
         epochs = summary.epochs
         done = summary.seconds >= budget
         if summary.seconds >= next_eval or done:
