@@ -358,6 +358,8 @@ def open_ports(
         for rt in reversed(opened):
             with contextlib.suppress(Exception):
                 rt.delete()  # type: ignore[attr-defined]
+        if not opened:  # not even a client: the backend is unusable, as a probe would have said
+            raise BackendError(f"{name}: {HINTS[name]}") from e
         raise BackendError(f"{name}: cannot open ports ({str(e).strip()}); {HINTS[name]}") from e
     except BaseException:
         for rt in reversed(opened):
