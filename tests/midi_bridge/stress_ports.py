@@ -10,6 +10,7 @@ its own notes reached the sink, then closes it in the bridge's order while the s
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
@@ -37,6 +38,7 @@ def _wait(condition: object, timeout: float = WAIT_S) -> bool:
 
 
 def main(cycles: int) -> int:
+    faulthandler.enable()  # a crash prints every thread's Python stack on stderr
     tag = f"stress{os.getpid()}"
     with quiet_stderr():
         feeder = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name=f"{tag}-feed")
@@ -86,9 +88,10 @@ def main(cycles: int) -> int:
                 break
     finally:
         stop.set()
-        feeding.join(5)
+        feeding.join(WAIT_S)
         sink.close()
-        feeder.delete()
+        if not feeding.is_alive():  # else it may still be inside send_message: leave the client be
+            feeder.delete()
     print(json.dumps({"cycles": cycles, "input_events": received, "sink_events": at_sink[0], "failures": failures}))
     return 1 if failures else 0
 
