@@ -94,9 +94,9 @@ class RtMidiInput:
     """
 
     def __init__(self, rt: Any, name: str, guard: Any = None) -> None:
-        self._rt = rt
+        self._rt = self.rt = rt
         self.name = name
-        self._guard = guard
+        self._guard = self.guard = guard
         self._callback: InputCallback | None = None
         self._stop = threading.Event()
         self._taking = threading.Event()  # set by the first callback: until then events stay queued
@@ -177,7 +177,7 @@ class RtMidiOutput:
     """An rtmidi output; sends are serialised by a lock. ``gone()`` True drops sends."""
 
     def __init__(self, rt: Any, name: str, gone: Callable[[], bool] | None = None) -> None:
-        self._rt = rt
+        self._rt = self.rt = rt
         self.name = name
         self._lock = threading.Lock()
         self._gone = gone
