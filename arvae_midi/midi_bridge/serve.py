@@ -40,7 +40,7 @@ from arvae_midi.midi_bridge.learn import learn_cc_map
 from arvae_midi.midi_bridge.ports import PortPair, open_ports
 from arvae_midi.midi_bridge.runtime import BridgeRuntime
 from arvae_midi.midi_bridge.sched import REALTIME_HINT, request_realtime
-from arvae_midi.midi_bridge.status import Health, JsonLog, StatusDisplay
+from arvae_midi.midi_bridge.status import NO_CLOCK, Health, JsonLog, StatusDisplay
 
 #: Seconds between checks that the ports still exist.
 PORT_CHECK_S = 1.0
@@ -258,8 +258,10 @@ class _Watch:
         """The current figures (cheap: no backend calls)."""
         thread_rt = self.runtime.realtime and getattr(self.ports.input, "realtime", True)
         dropped = self.runtime.dropped + getattr(self.ports.input, "errors", 0)
+        status = self.runtime.core.status
+        waiting = (NO_CLOCK,) if status.state == "waiting" and status.bar < 0 else ()
         return Health(dropped=dropped, thread_realtime=thread_rt, server_realtime=self.server_rt,
-                      notes=tuple(self.unconnected))
+                      notes=(*self.unconnected, *waiting))
 
     def check(self) -> None:
         """Look at the connections again and log what changed."""
