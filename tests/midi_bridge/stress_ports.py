@@ -26,6 +26,8 @@ from arvae_midi.midi_bridge.rtmidi_io import RtMidiInput
 
 #: Hang guard for each wait (seconds); a loaded machine needs far less.
 WAIT_S = 20.0
+#: Hang guard for the whole run (seconds): 200 cycles take 15 to 90 s on a loaded 2-core machine.
+WATCHDOG_S = 240.0
 
 
 def _wait(condition: object, timeout: float = WAIT_S) -> bool:
@@ -39,6 +41,8 @@ def _wait(condition: object, timeout: float = WAIT_S) -> bool:
 
 def main(cycles: int) -> int:
     faulthandler.enable()  # a crash prints every thread's Python stack on stderr
+    # A hang does too, and ends the run, before the test's own timeout would kill it silently.
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
     tag = f"stress{os.getpid()}"
     with quiet_stderr():
         feeder = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name=f"{tag}-feed")
@@ -86,6 +90,8 @@ def main(cycles: int) -> int:
             pair.close()  # detach, close, free: with the feeder still sending into the port
             if failures:
                 break
+            if i % 50 == 49:
+                print(f"{i + 1} cycles", file=sys.stderr, flush=True)
     finally:
         stop.set()
         feeding.join(WAIT_S)
