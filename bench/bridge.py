@@ -1,9 +1,10 @@
 """Benchmark the realtime bridge over JACK and print JSON.
 
-Starts a dummy JACK server (``jackd --no-realtime -d dummy``, unique name, stopped by PID), runs
-``arvae-midi serve --backend jack`` as a subprocess with a JSON-lines log, and plays the DAW from
-this process: MIDI Start, clock and a four-note phrase in every bar, so every bar answers the
-previous one (respond mode). It then reports
+Starts a dummy JACK server (``jackd -d dummy``, a pool name from ``tests/midi_bridge/jackd.py``,
+stopped with SIGTERM and waited for, never SIGKILL), optionally ``--load N`` CPU-bound processes
+(stopped afterwards), runs ``arvae-midi serve --backend jack`` as a subprocess with a JSON-lines
+log, and plays the DAW from this process: MIDI Start, clock and a four-note phrase in every bar,
+so every bar answers the previous one (respond mode). It then reports
 
 * ``inference_ms``: engine time per bar (p50, p99, max), from the bridge's log;
 * ``ready_after_last_event_ms`` (p50, p99): how long after a bar's last input event the variation
@@ -13,14 +14,16 @@ previous one (respond mode). It then reports
   inference time as a fraction of a bar;
 * ``send_error_ms``: when the bridge handed each note to the backend minus its scheduled time;
 * ``arrival_error_ms``: when each note reached the DAW's JACK client minus its scheduled time,
-  with the JACK period stated. Two clocks for arrival: ``callback`` is ``time.monotonic()`` in
-  this process's rtmidi callback (adds this process's own wake-up latency), ``jack`` is rtmidi's
-  JACK-side timestamp aligned to the monotonic clock by the smallest offset seen.
+  with the JACK period stated. Arrival times are RtMidi's JACK-side timestamps anchored to the
+  monotonic clock (``arvae_midi.midi_bridge.rtmidi_io.ArrivalTimes``: the DAW side is drained
+  by a thread of ours, as the bridge's input is, so no Python runs on JACK's thread here either);
+* ``answered``: bars whose variation was sent, out of the bars that had one to play.
 
 Usage: ``python bench/bridge.py [--bars 24] [--bpm 160] [--period 64] [--model FILE] [--realtime]
-[--phrases varied|fixed]`` (default: the shipped model, varied phrases, all four knobs moving).
-(``--realtime`` runs jackd with realtime scheduling, as a live setup would; it needs rtprio rights).
-Timings depend on the machine's load; this reports them, it asserts nothing.
+[--phrases varied|fixed] [--load N]`` (default: the shipped model, varied phrases, all four knobs
+moving). ``--realtime`` runs jackd with realtime scheduling, as a live setup would; it needs
+rtprio rights; ``--load N`` keeps N CPU-bound processes busy for the whole run. Timings depend
+on the machine's load; this reports them, it asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +32,11 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the JACK server helper shared with the tests
+
+from tests.midi_bridge.jackd import JackdUnavailable, start_jackd, stop_jackd  # noqa: E402
+
 PHRASE = [(60, 0, 12), (64, 24, 36), (67, 48, 60), (72, 72, 90)]  # (key, on pulse, off pulse) per bar
 #: ``--phrases varied``: phrases of varied length and density, one per bar in turn, ending from
 #: beat 1 to the last 16th (the readiness goal counts from each bar's last input event).
@@ -65,89 +70,78 @@ def _quantiles(values: list[float], *qs: float) -> dict[str, float | None]:
     return {f"p{q:g}": round(float(np.percentile(arr, q)), 4) for q in qs}
 
 
-def _start_jackd(name: str, period: int, rate: int, realtime: bool) -> subprocess.Popen[bytes]:
-    jackd = shutil.which("jackd")
-    if jackd is None:
-        raise SystemExit("jackd is not installed (Debian package jackd2)")
-    mode = "--realtime" if realtime else "--no-realtime"
-    proc = subprocess.Popen([jackd, "-n", name, mode, "-d", "dummy", "-r", str(rate), "-p", str(period)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import rtmidi
-
-    from arvae_midi.midi_bridge.ports import quiet_stderr
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"jackd exited with status {proc.returncode}")
-        try:
-            with quiet_stderr():
-                probe = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="bench-probe")
-                probe.get_ports()
-                probe.delete()
-            return proc
-        except rtmidi.RtMidiError:
-            time.sleep(0.1)
-    proc.terminate()
-    raise SystemExit("jackd did not come up")
+def _start_load(n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` CPU-bound processes at normal priority (the competition a busy machine gives)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
-def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM and wait (a CPU-bound loop or serve ends on it; jackd frees its slot)."""
     if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
 
 
 def run(bars: int, bpm: float, period: int, rate: int, model: Path, realtime: bool = False,
         serve_args: Sequence[str] = (), on_start: Callable[[subprocess.Popen[str]], Callable[[], None]] | None = None,
-        varied: bool = True) -> dict[str, Any]:
+        varied: bool = True, load: int = 0, serve_root: Path = ROOT) -> dict[str, Any]:
     """One benchmark run; returns the JSON-ready report.
 
     ``serve_args`` are added to the ``serve`` command line; ``on_start(serve)``, when given, runs
     once the DAW ports are connected (serve's stdout is then a pipe it may read) and returns a
     cleanup called after the run (``bench/ui.py`` opens the control page this way). ``varied``:
     phrases of varied length and density with all four knobs moving (else one fixed phrase).
+    ``load``: CPU-bound processes kept busy meanwhile; ``serve_root``: the checkout serve runs from.
     """
+    work = Path(tempfile.mkdtemp(prefix="arvae-bench-"))
+    try:
+        server, jack = start_jackd(work / "jackd.log", realtime=realtime, period=period, rate=rate)
+    except JackdUnavailable as e:
+        raise SystemExit(str(e)) from e
+    os.environ["JACK_DEFAULT_SERVER"] = server
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    loaders = _start_load(load)
+    try:
+        report = _run(bars, bpm, period, rate, model, realtime, work, serve_root, serve_args, on_start, varied)
+    finally:
+        for proc in loaders:
+            _stop(proc)
+        stop_jackd(jack)
+    report["setup"]["load_processes"] = load
+    report["setup"]["serve_root"] = str(serve_root)
+    return report
+
+
+def _run(bars: int, bpm: float, period: int, rate: int, model: Path, realtime: bool, work: Path,
+         serve_root: Path, serve_args: Sequence[str],
+         on_start: Callable[[subprocess.Popen[str]], Callable[[], None]] | None, varied: bool) -> dict[str, Any]:
     import rtmidi
 
     from arvae_midi.midi_bridge.ports import quiet_stderr
+    from arvae_midi.midi_bridge.rtmidi_io import RtMidiInput
 
-    server = f"arvae-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    os.environ["JACK_DEFAULT_SERVER"] = server
-    os.environ["JACK_NO_START_SERVER"] = "1"
-    jack = _start_jackd(server, period, rate, realtime)
-    work = Path(tempfile.mkdtemp(prefix="arvae-bench-"))
     log = work / "events.jsonl"
     serve = subprocess.Popen(
         [sys.executable, "-m", "arvae_midi.cli", "serve", "--backend", "jack", "--model", str(model),
          "--port-name", "bench", "--quiet", "--log", str(log), "--out-channel", "2", *serve_args],
-        cwd=ROOT, stdout=subprocess.PIPE if on_start else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=serve_root, stdout=subprocess.PIPE if on_start else subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
     )
     cleanup: Callable[[], None] | None = None
-    received: list[tuple[float, float, list[int]]] = []  # (monotonic, jack cumulative s, bytes)
-    jack_time = [0.0]
-
-    def on_event(event: tuple[list[int], float], _data: object) -> None:
-        now = time.monotonic()
-        jack_time[0] += event[1]
-        received.append((now, jack_time[0], list(event[0])))
-
+    received: list[tuple[float, list[int]]] = []  # (arrival, monotonic s; bytes)
+    daw_in: RtMidiInput | None = None
+    with quiet_stderr():
+        rt_in = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="bench-daw-in", queue_size_limit=65536)
+        daw_out = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="bench-daw-out")
     try:
-        with quiet_stderr():
-            daw_in = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="bench-daw-in")
-            daw_out = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="bench-daw-out")
-        daw_in.ignore_types(sysex=False, timing=False, active_sense=True)
-        daw_in.set_callback(on_event)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
-            outs, ins = daw_out.get_ports(), daw_in.get_ports()
+            outs, ins = daw_out.get_ports(), rt_in.get_ports()
             if "bench:in" in outs and "bench-out:out" in ins:
                 daw_out.open_port(outs.index("bench:in"), "out")
-                daw_in.open_port(ins.index("bench-out:out"), "in")
+                rt_in.open_port(ins.index("bench-out:out"), "in")
+                daw_in = RtMidiInput(rt_in, "bench-out:out")
+                daw_in.set_callback(lambda data, arrival: received.append((arrival or time.monotonic(), list(data))))
                 break
             if time.monotonic() > deadline or serve.poll() is not None:
                 raise SystemExit(f"the bridge did not start: {serve.stderr.read() if serve.stderr else ''}")
@@ -180,16 +174,16 @@ def run(bars: int, bpm: float, period: int, rate: int, model: Path, realtime: bo
         if cleanup is not None:
             cleanup()
         _stop(serve)
-        time.sleep(0.1)
-        with quiet_stderr():
-            for port in ("daw_in", "daw_out"):
-                if port in locals():
-                    locals()[port].delete()
-        _stop(jack)
+        time.sleep(0.2)
+        if daw_in is not None:
+            daw_in.close()
+        else:
+            rt_in.delete()
+        daw_out.delete()
     return _report(log, received, clock_error, bars, bpm, period, rate, model, realtime)
 
 
-def _report(log: Path, received: list[tuple[float, float, list[int]]], clock_error: list[float], bars: int,
+def _report(log: Path, received: list[tuple[float, list[int]]], clock_error: list[float], bars: int,
             bpm: float, period: int, rate: int, model: Path, realtime: bool = False) -> dict[str, Any]:
     events = [json.loads(line) for line in log.read_text().splitlines()]
     bar_events = [e for e in events if e["event"] == "bar" and e["plan"] == "variation"]
@@ -206,21 +200,22 @@ def _report(log: Path, received: list[tuple[float, float, list[int]]], clock_err
     # Notes Off (not logged as sends). Pair each send with the next arrival of the same message
     # (a few entries ahead at most, within 0.1 s): JACK without realtime scheduling can drop an
     # event when a client misses its cycle, and one lost message must not shift every pair.
-    notes_in = [(mono, jt, m) for mono, jt, m in received if m[0] in (0x81, 0x91)]
-    offset = min((mono - jt for mono, jt, _ in received), default=0.0)
-    matched: list[tuple[dict[str, Any], tuple[float, float, list[int]]]] = []
+    notes_in = [(t, m) for t, m in received if m[0] in (0x81, 0x91)]
+    matched: list[tuple[dict[str, Any], tuple[float, list[int]]]] = []
     j = 0
     for e in sends:
         status = 0x91 if e["on"] else 0x81
         for k in range(j, min(j + 4, len(notes_in))):
-            mono, _, m = notes_in[k]
+            mono, m = notes_in[k]
             if m[0] == status and m[1] == e["key"] and abs(mono - e["scheduled"]) < 0.1:
                 matched.append((e, notes_in[k]))
                 j = k + 1
                 break
-    arrival_cb = [1000.0 * (mono - e["scheduled"]) for e, (mono, _, _) in matched]
-    arrival_jack = [1000.0 * (jt + offset - e["scheduled"]) for e, (_, jt, _) in matched]
+    arrival = [1000.0 * (t - e["scheduled"]) for e, (t, _) in matched]
     period_ms = 1000.0 * period / rate
+    bar_events = [e for e in events if e["event"] == "bar" and e["bar"] >= 1]
+    answered = sorted({e["bar"] for e in sends})
+    health = [e for e in events if e["event"] in ("health", "warning")]
     return {
         "bench": "bridge",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -239,9 +234,11 @@ def _report(log: Path, received: list[tuple[float, float, list[int]]], clock_err
                             "late_drops": sum(1 for e in events if e["event"] == "late")},
         "send_error_ms": {**_quantiles(send_error, 50, 99), "max": round(max(send_error), 4) if send_error else None,
                           "notes": len(send_error)},
+        "answered": {"bars_with_variation_sent": len(answered), "bars": len(bar_events),
+                     "log_events": len(events)},
+        "bridge_health": health[-1] if health else None,
         "arrival_error_ms": {
-            "callback": _quantiles(arrival_cb, 50, 99),
-            "jack": _quantiles(arrival_jack, 50, 99),
+            **_quantiles(arrival, 50, 99), "max": round(max(arrival), 4) if arrival else None,
             "sent": len(sends), "arrived": len(matched), "lost": len(sends) - len(matched),
             "goal_p99_max_ms": round(period_ms + 1.0, 4),
         },
@@ -260,9 +257,13 @@ def main() -> None:
                         help="varied: phrases of varied length and density with all four knobs moving each bar")
     parser.add_argument("--realtime", action="store_true",
                         help="run jackd with realtime scheduling (needs rtprio rights), as a live setup would")
+    parser.add_argument("--load", type=int, default=0, help="CPU-bound processes to run meanwhile")
+    parser.add_argument("--serve-root", type=Path, default=ROOT,
+                        help="run serve from this checkout (a baseline version to compare against)")
     args = parser.parse_args()
-    print(json.dumps(run(args.bars, args.bpm, args.period, args.rate, args.model, args.realtime,
-                         varied=args.phrases == "varied")))
+    report = run(args.bars, args.bpm, args.period, args.rate, args.model, args.realtime,
+                 varied=args.phrases == "varied", load=args.load, serve_root=args.serve_root.resolve())
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

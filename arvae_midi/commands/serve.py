@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -103,8 +104,20 @@ def serve(
                      osc_out=_host_port(osc_out) if osc_out else None),
     )
     # After SIGINT/SIGTERM the bridge has silenced every note, flushed and closed its ports:
-    # returning ends the command with status 0.
-    run_serve(options)
+    # returning ends the command with status 0. The arvae-midi process itself finishes at
+    # realtime priority where allowed; in-process callers (CliRunner, an embedding program) keep
+    # their thread's scheduling.
+    run_serve(options, realtime_exit=_is_console_entry())
+
+
+def _is_console_entry() -> bool:
+    """True when this process is ``arvae-midi`` itself: the console script or ``python -m arvae_midi.cli``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if getattr(spec, "name", None) == "arvae_midi.cli":  # python -m arvae_midi.cli
+        return True
+    entry = getattr(main, "main", None)  # the console script does `from arvae_midi.cli import main`
+    return getattr(entry, "__module__", None) == "arvae_midi.cli"
 
 
 def _host_port(text: str) -> tuple[str, int]:

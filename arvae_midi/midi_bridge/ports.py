@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import mido
 
 from arvae_midi.errors import BackendError
-from arvae_midi.midi_bridge.jack import JackWatch, silence_libjack
+from arvae_midi.midi_bridge.jack import JackWatch, deactivate_rtmidi_client, silence_libjack
 from arvae_midi.midi_bridge.rtmidi_io import QUEUE_SIZE, InputCallback, RtMidiInput, RtMidiOutput
 
 __all__ = [
@@ -198,6 +198,7 @@ class PortPair:
     own_in: str = ""  # JACK: our input port's full name (the DAW connects to it, or we to --in)
     own_out: str = ""  # JACK: our output port's full name
     guarded: bool = False  # JACK: the SysEx guard is connected to our input (one connection)
+    guard_port: str = ""  # JACK: the guard's port
     _closed: bool = field(default=False, repr=False)
 
     def server_gone(self) -> bool:
@@ -261,12 +262,14 @@ class PortPair:
         self.input.detach()
 
     def close(self) -> None:
-        """Detach, close and free both ports (idempotent), from the calling thread.
+        """Detach, close and free both ports (idempotent), from the calling thread; :meth:`flush`
+        first what must still arrive.
 
         The order: the input thread stops (nothing calls into the input any more; RtMidi never
-        had a callback to cancel), the output port closes (JACK: RtMidi waits for one more cycle
-        of the output client, which hands on what is queued), then the input and guard ports,
-        then each client is freed, the watch client last. After the JACK server died, nothing is
+        had a callback to cancel); with JACK, each rtmidi client is deactivated, so that no
+        process cycle runs while its port goes (see
+        :func:`~arvae_midi.midi_bridge.jack.deactivate_rtmidi_client`); then the output, guard
+        and input ports close and each client is freed, the watch client last. After the JACK server died, nothing is
         closed: the clients died with it, and closing them would wait for cycles that never come.
         """
         if self._closed:
@@ -277,6 +280,12 @@ class PortPair:
             self.output.abandon()
             self.input.abandon()
             return
+        watch = self.jack_watch
+        if watch is not None and watch.usable:  # JACK: stop the process cycles before the ports go
+            for rt, port in ((self.output.rt, self.own_out), (self.input.guard, self.guard_port),
+                             (self.input.rt, self.own_in)):
+                if rt is not None and port:
+                    deactivate_rtmidi_client(rt, port, watch)
         self.output.close()
         self.input.close()
         if self.jack_watch is not None:
@@ -358,6 +367,8 @@ def open_ports(
         for rt in reversed(opened):
             with contextlib.suppress(Exception):
                 rt.delete()  # type: ignore[attr-defined]
+        if not opened:  # not even a client: the backend is unusable, as a probe would have said
+            raise BackendError(f"{name}: {HINTS[name]}") from e
         raise BackendError(f"{name}: cannot open ports ({str(e).strip()}); {HINTS[name]}") from e
     except BaseException:
         for rt in reversed(opened):
@@ -375,7 +386,7 @@ def open_ports(
         existing_in=in_port is not None, existing_out=out_port is not None, jack_watch=watch,
         own_in=f"{in_client}:{in_port_name}" if name == "jack" else "",
         own_out=f"{out_client}:{out_port_name}" if name == "jack" else "",
-        guarded=guard is not None,
+        guarded=guard is not None, guard_port=f"{port_name}-guard:guard" if guard is not None else "",
     )
 
 

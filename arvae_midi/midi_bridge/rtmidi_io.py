@@ -94,11 +94,12 @@ class RtMidiInput:
     """
 
     def __init__(self, rt: Any, name: str, guard: Any = None) -> None:
-        self._rt = rt
+        self._rt = self.rt = rt
         self.name = name
-        self._guard = guard
+        self._guard = self.guard = guard
         self._callback: InputCallback | None = None
         self._stop = threading.Event()
+        self._taking = threading.Event()  # set by the first callback: until then events stay queued
         self.realtime = False  # whether the input thread got SCHED_FIFO
         self.errors = 0  # get_message/guard failures (the thread keeps going)
         # SysEx stays enabled: ignoring it makes RtMidi drop what an unterminated one swallowed.
@@ -107,7 +108,13 @@ class RtMidiInput:
         self._thread.start()
 
     def set_callback(self, callback: InputCallback | None) -> None:
-        """Route events to ``callback(data, arrival)`` (None: drain and drop them)."""
+        """Route events to ``callback(data, arrival)``; None after a callback: drain and drop them.
+
+        Until the first callback is set, events wait in RtMidi's queue (with their times): a DAW
+        that connects and sends Start while the bridge is still setting up must not lose it.
+        """
+        if callback is not None:
+            self._taking.set()
         self._callback = callback
 
     def _run(self) -> None:
@@ -118,7 +125,7 @@ class RtMidiInput:
         while not self._stop.is_set():
             got = 0
             try:
-                while got < 256:  # then look at the guard and the stop flag again
+                while got < 256 and self._taking.is_set():  # then look at the guard and the stop flag again
                     event = rt.get_message()
                     if event is None:
                         break
@@ -170,7 +177,7 @@ class RtMidiOutput:
     """An rtmidi output; sends are serialised by a lock. ``gone()`` True drops sends."""
 
     def __init__(self, rt: Any, name: str, gone: Callable[[], bool] | None = None) -> None:
-        self._rt = rt
+        self._rt = self.rt = rt
         self.name = name
         self._lock = threading.Lock()
         self._gone = gone

@@ -39,8 +39,8 @@ from arvae_midi.midi_bridge.knobs import CCMap, load_cc_map, save_cc_map
 from arvae_midi.midi_bridge.learn import learn_cc_map
 from arvae_midi.midi_bridge.ports import PortPair, open_ports
 from arvae_midi.midi_bridge.runtime import BridgeRuntime
-from arvae_midi.midi_bridge.sched import REALTIME_HINT
-from arvae_midi.midi_bridge.status import Health, JsonLog, StatusDisplay
+from arvae_midi.midi_bridge.sched import REALTIME_HINT, request_realtime
+from arvae_midi.midi_bridge.status import NO_CLOCK, Health, JsonLog, StatusDisplay
 
 if TYPE_CHECKING:
     from arvae_midi.ui.surface import ControlSurface, UiOptions
@@ -170,12 +170,15 @@ def serve(
     engine_loader: Callable[[str | None, str], VariationEngine] | None = None,
     clock: Clock | None = None,
     console: Console | None = None,
+    realtime_exit: bool = False,
 ) -> int | None:
     """Run the bridge until ``stop`` is set, SIGINT/SIGTERM arrives or a port is lost.
 
     Returns the signal number when SIGINT or SIGTERM ended it, else None. Raises BackendError
     (after the cleanup) when a port was lost. Signal handlers (main thread only) are in place
     before the ports appear, so a signal at any moment after loading ends it the same way.
+    ``realtime_exit``: after a signal, the calling thread keeps SCHED_FIFO for the shutdown and
+    the process exit that follows (for a process that ends right after; not for an embedder).
     """
     stop = stop or threading.Event()
     signals: list[int] = []
@@ -237,6 +240,11 @@ def serve(
                         lost = ports.lost()
                         if lost:
                             runtime.port_lost(lost)
+                if signals and realtime_exit:
+                    # SIGTERM must end the process within a second, also on a loaded machine: the
+                    # shutdown and the interpreter's exit run at the bridge's realtime priority
+                    # where the system grants it (~0.1 s of CPU; starved, it took up to 0.7 s).
+                    request_realtime()
                 shut = _shut_down(ports, runtime, time.monotonic() + (SIGNAL_CLEANUP_S if signals else CLEANUP_S))
                 display.update(core.status, core.knobs.snapshot(), health.now())
             if runtime.error is not None:
@@ -285,8 +293,10 @@ class _Watch:
         """The current figures (cheap: no backend calls)."""
         thread_rt = self.runtime.realtime and getattr(self.ports.input, "realtime", True)
         dropped = self.runtime.dropped + getattr(self.ports.input, "errors", 0)
+        status = self.runtime.core.status
+        waiting = (NO_CLOCK,) if status.state == "waiting" and status.bar < 0 else ()
         return Health(dropped=dropped, thread_realtime=thread_rt, server_realtime=self.server_rt,
-                      notes=tuple(self.unconnected))
+                      notes=(*self.unconnected, *waiting))
 
     def check(self) -> None:
         """Look at the connections again and log what changed."""

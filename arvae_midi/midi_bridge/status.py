@@ -41,6 +41,10 @@ def _attrs(values: Mapping[str, float] | None) -> str:
                     for k, v in values.items())
 
 
+#: What the status line and the log say while nothing has started the bridge yet.
+NO_CLOCK = "waiting for MIDI clock (Start) or a note"
+
+
 @dataclass(frozen=True)
 class Health:
     """What the status line tells about the setup rather than the music."""
@@ -57,8 +61,8 @@ def _health(health: Health, status: BridgeStatus) -> list[str]:
         rt += " jack " + ("rt" if health.server_realtime else "no-rt")
     parts = [f"drop {health.dropped} {rt}"]
     parts += health.notes
-    if status.state == "waiting" and status.bar < 0:
-        parts.append("waiting for MIDI clock (Start) or a note")
+    if status.state == "waiting" and status.bar < 0 and NO_CLOCK not in health.notes:
+        parts.append(NO_CLOCK)
     return parts
 
 

@@ -10,6 +10,7 @@ its own notes reached the sink, then closes it in the bridge's order while the s
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
@@ -25,6 +26,8 @@ from arvae_midi.midi_bridge.rtmidi_io import RtMidiInput
 
 #: Hang guard for each wait (seconds); a loaded machine needs far less.
 WAIT_S = 20.0
+#: Hang guard for the whole run (seconds): 200 cycles take 15 to 90 s on a loaded 2-core machine.
+WATCHDOG_S = 240.0
 
 
 def _wait(condition: object, timeout: float = WAIT_S) -> bool:
@@ -37,6 +40,9 @@ def _wait(condition: object, timeout: float = WAIT_S) -> bool:
 
 
 def main(cycles: int) -> int:
+    faulthandler.enable()  # a crash prints every thread's Python stack on stderr
+    # A hang does too, and ends the run, before the test's own timeout would kill it silently.
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
     tag = f"stress{os.getpid()}"
     with quiet_stderr():
         feeder = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name=f"{tag}-feed")
@@ -84,11 +90,14 @@ def main(cycles: int) -> int:
             pair.close()  # detach, close, free: with the feeder still sending into the port
             if failures:
                 break
+            if i % 50 == 49:
+                print(f"{i + 1} cycles", file=sys.stderr, flush=True)
     finally:
         stop.set()
-        feeding.join(5)
+        feeding.join(WAIT_S)
         sink.close()
-        feeder.delete()
+        if not feeding.is_alive():  # else it may still be inside send_message: leave the client be
+            feeder.delete()
     print(json.dumps({"cycles": cycles, "input_events": received, "sink_events": at_sink[0], "failures": failures}))
     return 1 if failures else 0
 

@@ -181,6 +181,6 @@ def test_port_pairs_open_and_close_200_times_with_traffic(jack_server: dict[str,
     """The shutdown path under stress, in a subprocess whose exit status tells a crash apart."""
     result = subprocess.run([sys.executable, "-m", "tests.midi_bridge.stress_ports", "200"], env=jack_server,
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert result.returncode == 0, (result.returncode, result.stdout[-2000:], result.stderr[-6000:])
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["cycles"] == 200 and report["failures"] == [] and report["sink_events"] >= 800
