@@ -12,8 +12,9 @@ import torch
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
 from arvae_midi.core.tokens import Vocabulary
 from arvae_midi.engine.engine import Engine
-from arvae_midi.export.exporter import ExportConfig, export_model, key_masks
-from arvae_midi.train.models import build_model
+from arvae_midi.export.exporter import ExportConfig, export_model
+from arvae_midi.export.parity import key_masks
+from arvae_midi.train.build import build_model
 from tests.fixtures.make_tiny_model import TINY_MODEL, synthetic_bars
 
 QUICK = ExportConfig(calibration_points=5, calibration_bars=32, parity_bars=128)

@@ -11,10 +11,11 @@ from safetensors.torch import load_file
 
 from arvae_midi.core.config import from_dict, to_dict
 from arvae_midi.errors import ConfigError
-from arvae_midi.train.data import write_synthetic_npz
-from arvae_midi.train.models import HierarchicalVAE, ModelConfig, build_model
+from arvae_midi.train.build import build_model
+from arvae_midi.train.models import HierarchicalVAE, ModelConfig
 from arvae_midi.train.recipe import TrainConfig, load_recipe
 from arvae_midi.train.trainer import train
+from tests.synthetic import write_synthetic_npz
 
 ENCODERS = ("conv", "mlp")
 
@@ -69,9 +70,9 @@ def test_encoder_option_is_validated_and_defaults_to_the_paper() -> None:
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_speed_options_train_bit_reproducibly(encoder: str, measure_npz: Path, tmp_path: Path) -> None:
     cfg = fast(measure_npz, encoder, epochs=2, max_train_batches=3, max_val_batches=1)
-    a = train(cfg, tmp_path / "a", progress=False)
-    train(cfg.replace(epochs=1), tmp_path / "b", progress=False)
-    b = train(cfg, tmp_path / "b", resume=True, progress=False)
+    a = train(cfg, tmp_path / "a")
+    train(cfg.replace(epochs=1), tmp_path / "b")
+    b = train(cfg, tmp_path / "b", resume=True)
     assert a.step == b.step == 6 and a.last["train_loss"] == b.last["train_loss"]
     wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -97,6 +98,6 @@ def test_cpu_amp_runs_the_model_in_bfloat16(measure_npz: Path, tmp_path: Path) -
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(trainer._Forward, "forward", spy)
-        train(cfg, tmp_path / "amp", progress=False)
-        train(cfg.replace(cpu_amp=False), tmp_path / "fp32", progress=False)
+        train(cfg, tmp_path / "amp")
+        train(cfg.replace(cpu_amp=False), tmp_path / "fp32")
     assert seen[0] == torch.bfloat16 and seen[-1] == torch.float32
