@@ -4,36 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from arvae_midi.errors import BackendError, ConfigError
-
-
-class Backend(str, Enum):
-    """MIDI backends (python-rtmidi APIs)."""
-
-    auto = "auto"
-    alsa = "alsa"
-    jack = "jack"
-    coremidi = "coremidi"
-
-
-class Mode(str, Enum):
-    """What the bridge plays."""
-
-    respond = "respond"
-    loop = "loop"
-
-
-class Fallback(str, Enum):
-    """What a bar whose variation is not ready in time plays."""
-
-    silence = "silence"
-    thru = "thru"
+from arvae_midi.midi_bridge.config import Backend, Fallback, Mode  # the one definition of each choice
 
 
 def serve(

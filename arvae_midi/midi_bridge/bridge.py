@@ -41,6 +41,7 @@ from typing import Any
 import mido
 import numpy as np
 
+from arvae_midi.core.constants import DEFAULT_VELOCITY
 from arvae_midi.core.tokens import TICKS_PER_BAR, tokens_to_notes
 from arvae_midi.midi_bridge.capture import BarCapture, CapturedBar, bar_of, close_position
 from arvae_midi.midi_bridge.clock import PULSES_PER_BAR, PULSES_PER_QUARTER, Clock, Transport
@@ -70,7 +71,7 @@ class Plan:
     key: Hashable | None = None  # the input (bar, knobs, context, seed) whose batch it plays
     ready_key: Hashable | None = None  # the input of the batch its scheduled notes come from
     tokens: np.ndarray | None = None
-    velocity: int = 90
+    velocity: int = DEFAULT_VELOCITY
     ready_at: float | None = None
     inference_ms: float | None = None
     error: str | None = None
@@ -97,7 +98,7 @@ class _Voice:
     source: CapturedBar | None = None
     index: int = 0
     last_tokens: np.ndarray | None = None
-    last_velocity: int = 90
+    last_velocity: int = DEFAULT_VELOCITY
     idle: int = 0
     recent: list[np.ndarray] = field(default_factory=list)  # tokens of the last non-empty input bars
     plans: dict[int, Plan] = field(default_factory=dict)
@@ -363,7 +364,7 @@ class BridgeCore:
             return Plan(bar, "silence", knobs=knobs)
         job = self._job(voice.source, knobs, voice.recent)
         plan = Plan(bar, "variation", voice.source, voice.index, knobs, key=job.key,
-                    velocity=voice.source.velocity or 90)  # fmt: skip
+                    velocity=voice.source.velocity or DEFAULT_VELOCITY)  # fmt: skip
         self._voice.plans[bar] = plan
         self._want(job, now)
         self._resolve(now)

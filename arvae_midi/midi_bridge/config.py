@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 import numpy as np
@@ -17,11 +18,35 @@ from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.tokens import Vocabulary
 from arvae_midi.engine.policy import CONTEXT_BARS, KEY_LOCK
 
-MODES = ("respond", "loop")
+
+class Mode(str, Enum):
+    """What the bridge plays (``--mode``)."""
+
+    respond = "respond"  # bar k's variation plays in bar k+1
+    loop = "loop"  # the last played bar is re-varied every bar
+
+
+class Fallback(str, Enum):
+    """What a bar whose variation is not ready in time plays (``--fallback``)."""
+
+    silence = "silence"
+    thru = "thru"
+
+
+class Backend(str, Enum):
+    """MIDI backends (python-rtmidi APIs); ``auto`` tries each this platform has."""
+
+    auto = "auto"
+    alsa = "alsa"
+    jack = "jack"
+    coremidi = "coremidi"
+
+
+MODES = tuple(m.value for m in Mode)
 #: The key lock estimates the scale from this many most recent non-empty input bars (the engine's
 #: policy, :data:`arvae_midi.engine.policy.CONTEXT_BARS`: the varied bar and the ones before it).
 KEY_LOCK_BARS = CONTEXT_BARS
-FALLBACKS = ("silence", "thru")
+FALLBACKS = tuple(f.value for f in Fallback)
 
 
 class EngineMeta(Protocol):

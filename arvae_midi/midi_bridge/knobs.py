@@ -19,6 +19,7 @@ from pathlib import Path
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES
 from arvae_midi.core.config import from_dict, load_toml
+from arvae_midi.core.constants import KNOB_MAX
 from arvae_midi.errors import ConfigError
 from arvae_midi.presets import PRESET_DIR
 
@@ -123,7 +124,7 @@ class KnobState:
         if control in self._by_cc:
             self.set(self._by_cc[control], int(value))
         elif control == self.cc_map.amount:
-            self.set("amount", int(value) / 127.0)
+            self.set("amount", int(value) / KNOB_MAX)
         elif control == self.cc_map.freeze:
             self.set("freeze", int(value) >= FREEZE_THRESHOLD)
         else:
@@ -137,7 +138,7 @@ class KnobState:
         ``"freeze"`` (bool). ValueError, saying what is valid, for anything else.
         """
         if name in self._values:
-            if isinstance(value, bool) or not 0 <= value <= 127 or int(value) != value:  # NaN fails the range
+            if isinstance(value, bool) or not 0 <= value <= KNOB_MAX or int(value) != value:  # NaN fails the range
                 raise ValueError(f"knob {name}: value must be an integer in 0..127, got {value!r}")
         elif name == "amount":
             if isinstance(value, bool) or not 0.0 <= value <= 1.0:

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import mido
 
 from arvae_midi.errors import BackendError
+from arvae_midi.midi_bridge.config import Backend
 from arvae_midi.midi_bridge.jack import JackWatch, deactivate_rtmidi_client, silence_libjack
 from arvae_midi.midi_bridge.rtmidi_io import QUEUE_SIZE, InputCallback, RtMidiInput, RtMidiOutput
 
@@ -45,7 +46,7 @@ __all__ = [
 #: Backend name on the command line -> python-rtmidi API constant name.
 RTMIDI_APIS = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK", "coremidi": "API_MACOSX_CORE",
                "winmm": "API_WINDOWS_MM"}
-BACKEND_CHOICES = ("auto", "alsa", "jack", "coremidi")
+BACKEND_CHOICES = tuple(b.value for b in Backend)
 HINTS = {
     "alsa": "no ALSA sequencer (/dev/snd/seq); load it ('sudo modprobe snd-seq') "
             "or start a JACK server and use --backend jack",
