@@ -28,6 +28,34 @@ from arvae_midi.midi_bridge.rtmidi_io import RtMidiInput
 WAIT_S = 20.0
 #: Hang guard for the whole run (seconds): 200 cycles take 15 to 90 s on a loaded 2-core machine.
 WATCHDOG_S = 240.0
+#: A cycle that makes no progress for this long is a hang (seconds; a loaded cycle takes < 2 s).
+STALL_S = 45.0
+#: Exit status of a run stopped by the stall guard (a crash exits by signal, a failed check with 1).
+EXIT_STALLED = 3
+
+
+class _StallGuard(threading.Thread):
+    """Ends the run with :data:`EXIT_STALLED` and every thread's stack on stdout when a cycle stalls.
+
+    stdout, not stderr: libjack's messages are silenced by redirecting file descriptor 2 while the
+    ports open and close, which would swallow the stacks of a hang in exactly those calls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="stall-guard")
+        self.where = "start"
+        self.last = time.monotonic()
+
+    def step(self, where: str) -> None:
+        self.where, self.last = where, time.monotonic()
+
+    def run(self) -> None:
+        while True:
+            time.sleep(1.0)
+            if time.monotonic() - self.last > STALL_S:
+                faulthandler.dump_traceback(file=sys.stdout, all_threads=True)
+                print(json.dumps({"stalled": self.where, "seconds": STALL_S}), flush=True)
+                os._exit(EXIT_STALLED)
 
 
 def _wait(condition: object, timeout: float = WAIT_S) -> bool:
@@ -65,8 +93,11 @@ def main(cycles: int) -> int:
     feeding.start()
     failures: list[str] = []
     received = 0
+    guard = _StallGuard()
+    guard.start()
     try:
         for i in range(cycles):
+            guard.step(f"cycle {i}: opening the pair")
             pair = open_ports("jack", f"{tag}-{i}", in_port=f"{tag}-feed:feed", out_port=f"{tag}-sink:sink")
             got = [0]
 
@@ -74,6 +105,7 @@ def main(cycles: int) -> int:
                 got[0] += 1
 
             pair.input.set_callback(count)
+            guard.step(f"cycle {i}: traffic")
             if not _wait(lambda got=got: got[0] > 0):
                 failures.append(f"cycle {i}: no input arrived")
             # A send in the first cycle after the connection may go out before the graph has it:
@@ -87,6 +119,7 @@ def main(cycles: int) -> int:
             if at_sink[0] < before + 4:
                 failures.append(f"cycle {i}: the pair's notes did not reach the sink")
             received += got[0]
+            guard.step(f"cycle {i}: closing the pair")
             pair.close()  # detach, close, free: with the feeder still sending into the port
             if failures:
                 break
