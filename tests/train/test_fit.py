@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from arvae_midi.cli import app
-from arvae_midi.core.midi import read_midi
 from tests.train.midi_fixtures import four_four_song
 
 pytest.importorskip("onnx")
@@ -53,10 +52,13 @@ def test_fit_writes_a_model_vary_loads(tmp_path: Path) -> None:
 
     varied = tmp_path / "varied.mid"
     result = runner.invoke(
-        app, ["vary", str(songs / "s0.mid"), "--out", str(varied), "--model", str(out), "--set", "note_density=127"]
+        app, ["vary", str(songs / "s0.mid"), "--out", str(varied), "--model", str(out), "--set", "note_density=127",
+              "--json"],
     )
     assert result.exit_code == 0, result.output
-    assert len(read_midi(varied).bars) == 4
+    # One row per input bar. The tiny model trains for a wall-clock budget, so how many steps it
+    # got (and whether its variations hold notes at all) depends on the machine: count rows only.
+    assert len(json.loads(result.output)["bars"]) == 4 and varied.is_file()
 
     # a second fit next to the same output gets its own run folder; a too small folder is refused
     (songs / "s3.mid").unlink()
