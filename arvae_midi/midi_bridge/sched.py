@@ -15,8 +15,8 @@ REALTIME_HINT = (
 )
 
 
-def request_realtime() -> bool:
-    """Ask for SCHED_FIFO on the calling thread (Linux); True when granted.
+def request_realtime(priority: int = REALTIME_PRIORITY) -> bool:
+    """Ask for SCHED_FIFO at ``priority`` on the calling thread (Linux); True when granted.
 
     Granted where the user may (root, or an ``rtprio`` limit as audio setups configure for
     JACK); refused quietly elsewhere. The bridge's threads only ever sleep until their next
@@ -26,8 +26,8 @@ def request_realtime() -> bool:
     if setter is None:
         return False
     try:
-        priority = min(REALTIME_PRIORITY, os.sched_get_priority_max(os.SCHED_FIFO))
-        setter(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: this thread (Linux)
+        granted = min(priority, os.sched_get_priority_max(os.SCHED_FIFO))
+        setter(0, os.SCHED_FIFO, os.sched_param(granted))  # 0: this thread (Linux)
     except (OSError, AttributeError):
         return False
     return True

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import sys
 import threading
@@ -39,6 +38,7 @@ from typing import Any
 from arvae_midi.errors import ConfigError
 from arvae_midi.midi_bridge.bridge import BridgeCore
 from arvae_midi.midi_bridge.config import KEY_LOCK_BARS, attributes_of
+from arvae_midi.midi_bridge.sched import request_realtime
 from arvae_midi.ui.protocol import Command, jsonable, key_lock_scale, note_groups
 
 #: Seconds between two passes of the loop over events, commands and the status.
@@ -68,15 +68,7 @@ def _realtime_below_bridge() -> bool:
     holds the GIL only as long as it runs (at most the switch interval once the bridge asks).
     Its work per tick is bounded (see the module docstring), so it cannot starve the machine.
     """
-    setter = getattr(os, "sched_setscheduler", None)
-    if setter is None:
-        return False
-    try:
-        priority = min(UI_PRIORITY, os.sched_get_priority_max(os.SCHED_FIFO))
-        setter(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: this thread (Linux)
-    except (OSError, AttributeError):
-        return False
-    return True
+    return request_realtime(UI_PRIORITY)
 
 
 @dataclass(frozen=True)
