@@ -43,6 +43,7 @@ import numpy as np
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.constants import SPLITS
 from arvae_midi.core.tokens import Vocabulary
+from arvae_midi.engine.dataset import dataset_bars
 from arvae_midi.engine.engine import Engine
 from arvae_midi.engine.policy import DEFAULT_CANDIDATES, DEFAULT_ROUNDS
 from arvae_midi.errors import DatasetError
@@ -82,20 +83,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def load_bars(path: Path, vocab: Vocabulary, n: int, seed: int) -> np.ndarray:
     """``n`` held-out bars (n, 24) int64 in ``vocab``'s ids (see the module docstring)."""
-    try:
-        data = np.load(path, allow_pickle=False)
-        tokens, split, file_vocab = data["tokens"], data["split"], [str(t) for t in data["vocab"]]
-        transpose = data["transpose"] if "transpose" in data.files else np.zeros(len(tokens), np.int64)
-    except (OSError, KeyError, ValueError) as e:
-        raise DatasetError(f"{path}: not a measure dataset npz with tokens, split and vocab ({e})") from e
-    if tokens.ndim != 2 or tokens.shape[1] != 24:
-        raise DatasetError(f"{path}: tokens have shape {tokens.shape}; the engine plays (N, 24) bars")
-    index = {tok: i for i, tok in enumerate(vocab.tokens)}
-    missing = [t for t in file_vocab if t not in index]
-    if missing:
-        raise DatasetError(f"{path}: tokens {missing[:5]} are outside the model's vocabulary {vocab.low}..{vocab.high}")
-    remap = np.asarray([index[t] for t in file_vocab], np.int64)
-    bars = remap[np.asarray(tokens, np.int64)]
+    bars, split, transpose = dataset_bars(path, vocab)
     has_note = (vocab.pitch_table[bars] >= 0).any(axis=1)
     pool = np.flatnonzero((split == TEST_SPLIT) & (transpose == 0) & has_note)
     if len(pool) == 0:

@@ -21,8 +21,8 @@ import numpy as np
 
 from arvae_midi.core.attributes import ATTRIBUTE_NAMES, compute_attributes
 from arvae_midi.core.constants import SPLITS
-from arvae_midi.core.tokens import Vocabulary
 from arvae_midi.engine.calibration import DEFAULT_EXTEND, DEFAULT_POINTS, calibrate, target_ranges
+from arvae_midi.engine.dataset import dataset_bars
 from arvae_midi.engine.engine import Engine
 from arvae_midi.engine.metadata import METADATA_KEY, Calibration, document_to_json
 from arvae_midi.errors import ConfigError, DatasetError, ModelFileError
@@ -42,25 +42,6 @@ class RecalibrationReport:
     target_ranges: dict[str, tuple[float, float]]
     calibration: dict[str, Calibration]
 
-
-def dataset_bars(path: str | Path, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens (N, 24) int64 in ``vocab``'s ids, split (N,)) of a measure dataset npz.
-
-    DatasetError when the file is not a measure dataset or uses tokens outside the vocabulary.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            tokens, split, file_vocab = data["tokens"], data["split"], [str(t) for t in data["vocab"]]
-    except (OSError, KeyError, ValueError) as e:
-        raise DatasetError(f"{path}: not a measure dataset npz with tokens, split and vocab ({e})") from e
-    if tokens.ndim != 2 or tokens.shape[1] != 24 or split.shape != (len(tokens),):
-        raise DatasetError(f"{path}: tokens have shape {tokens.shape}; the engine plays (N, 24) bars")
-    index = {tok: i for i, tok in enumerate(vocab.tokens)}
-    missing = [t for t in file_vocab if t not in index]
-    if missing:
-        raise DatasetError(f"{path}: tokens {missing[:5]} are outside the model's vocabulary {vocab.low}..{vocab.high}")
-    remap = np.asarray([index[t] for t in file_vocab], np.int64)
-    return remap[np.asarray(tokens, np.int64)], np.asarray(split)
 
 
 def recalibrate(
@@ -87,7 +68,7 @@ def recalibrate(
         raise ConfigError("calibration_bars must be >= 1, points >= 2 and extend >= 0")
     engine = Engine.load(model, device="cpu", threads=0)
     meta = engine.meta
-    tokens, split = dataset_bars(data, meta.vocab)
+    tokens, split, _ = dataset_bars(data, meta.vocab)
     train = tokens[split == TRAIN_SPLIT]
     if len(train) == 0:
         raise DatasetError(f"{data}: no training (split {TRAIN_SPLIT}) bars to take the knob ranges from")
