@@ -50,6 +50,35 @@ class MidiSong:
         return [int(round(np.mean([n.velocity for n in bar]))) if bar else DEFAULT_VELOCITY for bar in self.bars]
 
 
+class NotePairs:
+    """Notes of one track from its note_on / note_off messages (times in ticks -> beats).
+
+    A note_off (or note_on at velocity 0) ends the earliest sounding note of its channel and
+    pitch; notes never released end at the track's end (:meth:`close`).
+    """
+
+    def __init__(self, ticks_per_beat: float) -> None:
+        self.tpb = ticks_per_beat
+        self.notes: list[Note] = []
+        self._sounding: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (channel, pitch) -> [(tick, vel)]
+
+    def add(self, tick: int, msg: mido.Message) -> None:
+        """Take one note_on or note_off at absolute ``tick``."""
+        key = (msg.channel, msg.note)
+        if msg.type == "note_on" and msg.velocity > 0:
+            self._sounding.setdefault(key, []).append((tick, msg.velocity))
+        elif self._sounding.get(key):
+            start, vel = self._sounding[key].pop(0)
+            self.notes.append(Note(msg.note, start / self.tpb, tick / self.tpb, vel))
+
+    def close(self, tick: int) -> list[Note]:
+        """All notes, the ones still sounding ended at ``tick`` (at least one tick long)."""
+        for (_, pitch), starts in self._sounding.items():
+            self.notes.extend(Note(pitch, s / self.tpb, max(tick, s + 1) / self.tpb, v) for s, v in starts)
+        self._sounding.clear()
+        return self.notes
+
+
 def read_midi(path: str | Path) -> MidiSong:
     """Read a 4/4 MIDI file into notes and bars.
 
@@ -72,7 +101,7 @@ def read_midi(path: str | Path) -> MidiSong:
     notes: list[Note] = []
     for track in mid.tracks:
         tick = 0
-        sounding: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        pairs = NotePairs(tpb)
         for msg in track:
             tick += msg.time
             if msg.type == "time_signature" and (msg.numerator, msg.denominator) != (4, 4):
@@ -82,16 +111,9 @@ def read_midi(path: str | Path) -> MidiSong:
                 )
             if msg.type == "set_tempo" and bpm is None:
                 bpm = float(mido.tempo2bpm(msg.tempo))
-            if msg.type not in ("note_on", "note_off") or msg.channel == DRUM_CHANNEL:
-                continue
-            key = (msg.channel, msg.note)
-            if msg.type == "note_on" and msg.velocity > 0:
-                sounding.setdefault(key, []).append((tick, msg.velocity))
-            elif sounding.get(key):
-                start, vel = sounding[key].pop(0)
-                notes.append(Note(msg.note, start / tpb, tick / tpb, vel))
-        for (_, pitch), starts in sounding.items():  # never released: end at the track's end
-            notes.extend(Note(pitch, s / tpb, max(tick, s + 1) / tpb, v) for s, v in starts)
+            if msg.type in ("note_on", "note_off") and msg.channel != DRUM_CHANNEL:
+                pairs.add(tick, msg)
+        notes.extend(pairs.close(tick))
     notes.sort(key=lambda n: (n.start, -n.pitch))
     song = MidiSong(notes, bpm or DEFAULT_BPM, str(path))
     song.bars = split_into_bars(notes)

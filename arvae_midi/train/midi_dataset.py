@@ -40,7 +40,7 @@ import mido
 import numpy as np
 
 from arvae_midi.core.attributes import compute_attributes
-from arvae_midi.core.midi import DRUM_CHANNEL
+from arvae_midi.core.midi import DRUM_CHANNEL, NotePairs
 from arvae_midi.core.tokens import BEATS_PER_BAR, TICKS_PER_BAR, Note, Vocabulary, nearest_tick, quantize_bar
 from arvae_midi.errors import ConfigError, DatasetError
 from arvae_midi.progress import Progress, ProgressFn
@@ -182,7 +182,7 @@ def _notes(mid: mido.MidiFile, config: MidiDatasetConfig) -> tuple[list[Note], s
     any_notes = False
     for _, track in tracks:
         tick = 0
-        sounding: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        pairs = NotePairs(tpb)
         for msg in track:
             tick += msg.time
             if msg.type not in ("note_on", "note_off"):
@@ -193,14 +193,8 @@ def _notes(mid: mido.MidiFile, config: MidiDatasetConfig) -> tuple[list[Note], s
                     continue
             elif msg.channel == DRUM_CHANNEL:
                 continue
-            key = (msg.channel, msg.note)
-            if msg.type == "note_on" and msg.velocity > 0:
-                sounding.setdefault(key, []).append((tick, msg.velocity))
-            elif sounding.get(key):
-                start, vel = sounding[key].pop(0)
-                notes.append(Note(msg.note, start / tpb, tick / tpb, vel))
-        for (_, pitch), starts in sounding.items():  # never released: end at the track's end
-            notes.extend(Note(pitch, s / tpb, max(tick, s + 1) / tpb, v) for s, v in starts)
+            pairs.add(tick, msg)
+        notes.extend(pairs.close(tick))
     if notes:
         return sorted(notes, key=lambda n: (n.start, -n.pitch)), None
     if not any_notes:
