@@ -37,10 +37,6 @@ def _ignore(_: Progress) -> None:
     """Report nowhere."""
 
 
-def reporter(progress: ProgressFn | bool | None) -> ProgressFn:
-    """``progress`` when it is a callback, else one that ignores every report.
-
-    ``False`` (and ``True``) are accepted for callers of the older ``progress=False`` flag: the
-    library never draws, so both mean "no callback".
-    """
-    return progress if callable(progress) else _ignore
+def reporter(progress: ProgressFn | None) -> ProgressFn:
+    """``progress``, or (None) a callback that ignores every report."""
+    return progress if progress is not None else _ignore

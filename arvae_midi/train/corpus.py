@@ -83,7 +83,6 @@ class CorpusConfig:
     high: int = 84
     dedupe: bool = True
     strict_bars: bool = False
-    progress: bool = True  # report to the callback given to build_dataset (the CLI draws it)
 
     def validate(self) -> None:
         """Raise ConfigError naming the valid values when a field is out of range."""
@@ -291,8 +290,7 @@ def build_dataset(
 ) -> tuple[dict[str, np.ndarray], DatasetSummary]:
     """Build the arrays of dataset ``name`` (``folk``, ``chorales``, ``folk-chorales``).
 
-    Parsed files are reported to ``progress`` (task "parsing CORPUS files") unless
-    ``config.progress`` is off.
+    Parsed files are reported to ``progress`` (task "parsing CORPUS files").
     """
     config = config or CorpusConfig()
     config.validate()
@@ -304,7 +302,7 @@ def build_dataset(
     groups: list[tuple[str, list[Line]]] = []
     # folk-chorales is the default model's set: chorale sopranos only.
     voices = "soprano" if name == "folk-chorales" else config.voices
-    report = reporter(progress if config.progress else None)
+    report = reporter(progress)
     for corpus in DATASETS[name]:
 
         def on_file(done: int, total: int, task: str = f"parsing {corpus} files") -> None:

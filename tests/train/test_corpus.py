@@ -237,7 +237,7 @@ def test_split_is_deterministic_and_roughly_80_10_10() -> None:
 
 
 def test_parse_cache_is_reused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = CorpusConfig(only="ryansMammoth/Ac*", cache_dir=str(tmp_path), jobs=2, progress=False)
+    config = CorpusConfig(only="ryansMammoth/Ac*", cache_dir=str(tmp_path), jobs=2)
     first, n_files, n_cached = corpus.parse_corpus("folk", config)
     assert n_files == 2 and n_cached == 0
     assert [r.source for r in first] == ["ryansMammoth/AcaciaReel.abc", "ryansMammoth/AcrobatsHornpipe.abc"]
@@ -261,7 +261,7 @@ def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="unknown dataset"):
         corpus.build_dataset("jazz", CorpusConfig())
     with pytest.raises(DatasetError, match="no folk files"):
-        corpus.build_dataset("folk", CorpusConfig(only="nothing/*", progress=False))
+        corpus.build_dataset("folk", CorpusConfig(only="nothing/*"))
 
 
 def test_file_lists() -> None:

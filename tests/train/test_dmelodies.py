@@ -189,7 +189,7 @@ def test_bad_input_raises() -> None:
 
 def test_save_dmelodies(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "dmelodies.npz"
-    summary = dm.save_dmelodies(out, progress=False)
+    summary = dm.save_dmelodies(out)
     assert summary["melodies"] == dm.NUM_MELODIES
     assert isinstance(summary["seconds"], float) and summary["seconds"] >= 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["dmelodies.npz"]  # no temp file left

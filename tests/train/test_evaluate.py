@@ -75,7 +75,7 @@ def measure_run(tmp_path: Path) -> Path:
 
 
 def test_evaluate_measure_run(measure_run: Path) -> None:
-    result = evaluate_run(measure_run, progress=False)
+    result = evaluate_run(measure_run)
     assert set(SUMMARY_KEYS) <= set(result["summary"])
     assert result["n_items"] == 60 and result["split"] == "test"
     for rep in ("sampled", "mean"):
@@ -88,13 +88,13 @@ def test_evaluate_measure_run(measure_run: Path) -> None:
     on_disk = read_eval(measure_run)
     assert on_disk is not None and on_disk["summary"] == pytest.approx(result["summary"])
     # Seeded end to end: a second evaluation gives the same numbers.
-    again = evaluate_run(measure_run, progress=False, write=False)
+    again = evaluate_run(measure_run, write=False)
     assert again["summary"] == result["summary"]
 
 
 def test_evaluate_dmelodies_run_reports_both_definitions(tmp_path: Path) -> None:
     run_dir = make_tiny_run(tmp_path / "d", kind="dmelodies", n=300, arch="cnn")
-    result = evaluate_run(run_dir, split="val", max_items=50, progress=False)
+    result = evaluate_run(run_dir, split="val", max_items=50)
     assert result["n_items"] == 50 and result["data_kind"] == "dmelodies"
     dm = result["metrics"]["sampled"]["dmelodies"]
     assert {"mig", "sap", "modularity", "explicitness"} <= set(dm)
@@ -104,12 +104,12 @@ def test_evaluate_dmelodies_run_reports_both_definitions(tmp_path: Path) -> None
 
 def test_evaluate_errors(tmp_path: Path, measure_run: Path) -> None:
     with pytest.raises(ModelFileError):
-        evaluate_run(tmp_path / "nothing", progress=False)
+        evaluate_run(tmp_path / "nothing")
     (measure_run.parent / "measure.npz").rename(tmp_path / "moved.npz")
     with pytest.raises(DatasetError, match="no such dataset"):
-        evaluate_run(measure_run, progress=False)
+        evaluate_run(measure_run)
     # An explicit data path works.
-    assert evaluate_run(measure_run, data=tmp_path / "moved.npz", progress=False, write=False)["n_items"] == 60
+    assert evaluate_run(measure_run, data=tmp_path / "moved.npz", write=False)["n_items"] == 60
     with pytest.raises(ConfigError, match="split"):
         EvalConfig(split="holdout")
 

@@ -112,7 +112,7 @@ def test_plot_run_and_command(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     cfg = plots.PlotConfig(grid=6, n_traversals=0, scatter_points=50)
-    paths = plots.plot_run(run_dir, config=cfg, progress=False)
+    paths = plots.plot_run(run_dir, config=cfg)
     names = {p.name for p in paths}
     assert {"surface_note_density.png", "latent_pitch_range.png", "loss_curves.png"} <= names
     assert len(paths) == 4 * 2 + 1 and all(_is_png(p) and p.parent == run_dir / "plots" for p in paths)
@@ -131,5 +131,5 @@ def test_plot_run_and_command(tmp_path: Path) -> None:
 def test_plot_run_dmelodies(tmp_path: Path) -> None:
     run_dir = make_tiny_run(tmp_path / "d", kind="dmelodies", n=200)
     cfg = plots.PlotConfig(grid=4, n_traversals=1, scatter_points=40, labels=("octave", "arp_chord1"))
-    paths = plots.plot_run(run_dir, config=cfg, progress=False)
+    paths = plots.plot_run(run_dir, config=cfg)
     assert len(paths) == 2 * 3 and all(_is_png(p) for p in paths)  # no metrics.jsonl: no loss curves

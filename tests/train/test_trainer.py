@@ -65,7 +65,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
 )
 def test_one_epoch_of_every_objective(name: str, make, measure_npz: Path, dm_npz: Path, tmp_path: Path) -> None:
     cfg = make(measure_npz, dm_npz)
-    summary = train(cfg, tmp_path / name, progress=False)
+    summary = train(cfg, tmp_path / name)
     assert (summary.epochs, summary.step) == (1, 168 // 32)
     (line,) = read_metrics(tmp_path / name)
     assert line["epoch"] == 1 and line["step"] == summary.step
@@ -84,7 +84,7 @@ def test_one_epoch_of_every_objective(name: str, make, measure_npz: Path, dm_npz
 
 
 def test_training_lowers_the_loss(measure_npz: Path, tmp_path: Path) -> None:
-    lines = read_metrics(train(tiny(measure_npz, epochs=3, lr=3e-3), tmp_path / "run", progress=False).run_dir)
+    lines = read_metrics(train(tiny(measure_npz, epochs=3, lr=3e-3), tmp_path / "run").run_dir)
     assert lines[-1]["train_recon"] < lines[0]["train_recon"]
     assert lines[-1]["val_accuracy"] > lines[0]["val_accuracy"]
 
@@ -111,9 +111,9 @@ def test_final_weights_reload_to_identical_outputs(measure_npz: Path, tmp_path: 
 @pytest.mark.parametrize("objective", ["arvae", "factorvae"])
 def test_resume_continues_bit_exactly(objective: str, measure_npz: Path, dm_npz: Path, tmp_path: Path) -> None:
     cfg = tiny(measure_npz, epochs=2) if objective == "arvae" else dm(dm_npz, "factorvae", DM_RNN, epochs=2)
-    train(cfg, tmp_path / "straight", progress=False)
-    train(cfg.replace(epochs=1), tmp_path / "resumed", progress=False)
-    summary = train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    train(cfg, tmp_path / "straight")
+    train(cfg.replace(epochs=1), tmp_path / "resumed")
+    summary = train(cfg, tmp_path / "resumed", resume=True)
     assert (summary.epochs, summary.step) == (2, 2 * (168 // 32))
     for name in ("model.safetensors", "checkpoints/disc.safetensors" if objective == "factorvae" else None):
         if name is not None:
@@ -125,14 +125,14 @@ def test_resume_continues_bit_exactly(objective: str, measure_npz: Path, dm_npz:
 
 
 def test_existing_run_is_not_overwritten(measure_npz: Path, tmp_path: Path) -> None:
-    train(tiny(measure_npz, max_train_batches=1), tmp_path / "run", progress=False)
+    train(tiny(measure_npz, max_train_batches=1), tmp_path / "run")
     with pytest.raises(ConfigError, match="already holds a run.*--resume"):
-        train(tiny(measure_npz), tmp_path / "run", progress=False)
+        train(tiny(measure_npz), tmp_path / "run")
 
 
 def test_model_and_data_must_agree(dm_npz: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="sequences of 16 tokens"):
-        train(tiny(dm_npz), tmp_path / "run", progress=False)
+        train(tiny(dm_npz), tmp_path / "run")
 
 
 def test_kl_schedule_of_each_objective() -> None:
