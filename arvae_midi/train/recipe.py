@@ -57,6 +57,11 @@ class TrainConfig:
     batch_size: int = 256  # global batch (split across DDP processes)
     epochs: int = 30
     lr: float = 1e-4
+    #: Step schedule: from each listed epoch on (0-based, ascending) the learning rate is
+    #: multiplied once more by ``lr_decay``. Set at the start of every epoch from the epoch
+    #: number alone, so a resumed run follows the same schedule.
+    lr_decay_epochs: list[int] = field(default_factory=list)
+    lr_decay: float = 0.1
     #: Probability that a training mini-batch is decoded teacher-forced (else argmax feedback).
     teacher_forcing: float = 0.5
     #: Teacher-forced batches run the whole sequence through the GRUs in one call.
@@ -106,6 +111,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0 or self.disc_lr <= 0:
             raise ConfigError("lr and disc_lr must be > 0")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if any(e < 1 for e in self.lr_decay_epochs) or list(self.lr_decay_epochs) != sorted(set(self.lr_decay_epochs)):
+            raise ConfigError(f"lr_decay_epochs must be ascending epochs >= 1, got {self.lr_decay_epochs}")
         if len(set(self.regularized)) != len(self.regularized):
             raise ConfigError(f"regularized lists a label twice: {self.regularized}")
         if self.objective == "arvae" and not self.regularized:
@@ -119,6 +128,10 @@ class TrainConfig:
     def reg_names(self) -> list[str]:
         """Labels actually regularised: ``regularized`` for arvae, none for the other objectives."""
         return list(self.regularized) if self.objective == "arvae" else []
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch`` under the step schedule."""
+        return self.lr * self.lr_decay ** sum(1 for e in self.lr_decay_epochs if epoch >= e)
 
     def replace(self, **changes: object) -> TrainConfig:
         """Copy with fields changed (validated again)."""

@@ -312,6 +312,8 @@ class _Run:
         # RNG streams are functions of (seed, epoch, rank): a resumed run draws what it would have.
         torch.manual_seed(cfg.seed * 1_000_003 + self.epoch * 7_919 + self.dist.rank)
         self.loader.sampler.set_epoch(self.epoch)  # type: ignore[attr-defined]
+        for group in self.optim.param_groups:  # after a resume too: the checkpoint holds the old lr
+            group["lr"] = cfg.lr_at(self.epoch)
         n_batches = len(self.loader)
         if cfg.max_train_batches is not None:
             n_batches = min(n_batches, cfg.max_train_batches)

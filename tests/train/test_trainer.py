@@ -108,6 +108,22 @@ def test_final_weights_reload_to_identical_outputs(measure_npz: Path, tmp_path: 
     assert meta["recipe"]["name"] == "tiny"
 
 
+def test_lr_schedule_steps_by_epoch_and_survives_a_resume(measure_npz: Path, tmp_path: Path) -> None:
+    cfg = tiny(measure_npz, epochs=3, lr=3e-3, lr_decay_epochs=[1, 2], lr_decay=0.5)
+    assert [cfg.lr_at(e) for e in range(3)] == [3e-3, 1.5e-3, 0.75e-3]
+    train(cfg, tmp_path / "straight")
+    train(cfg.replace(epochs=1), tmp_path / "resumed")
+    train(cfg, tmp_path / "resumed", resume=True)  # the checkpoint's optimizer still holds lr 3e-3
+    train(cfg.replace(lr_decay_epochs=[]), tmp_path / "constant")
+    a, b, c = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("straight", "resumed", "constant"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(ConfigError, match="lr_decay_epochs"):
+        cfg.replace(lr_decay_epochs=[2, 1])
+    with pytest.raises(ConfigError, match="lr_decay must"):
+        cfg.replace(lr_decay=0.0)
+
+
 @pytest.mark.parametrize("objective", ["arvae", "factorvae"])
 def test_resume_continues_bit_exactly(objective: str, measure_npz: Path, dm_npz: Path, tmp_path: Path) -> None:
     cfg = tiny(measure_npz, epochs=2) if objective == "arvae" else dm(dm_npz, "factorvae", DM_RNN, epochs=2)
