@@ -77,6 +77,19 @@ def test_dmelodies_presets_carry_the_benchmark_numbers() -> None:
     assert (rnn.num_beats, rnn.ticks_per_beat, rnn.enc_hidden, rnn.dec_dropout) == (2, 8, 64, 0.2)
 
 
+def test_default_preset_is_the_recipe_of_the_shipped_model() -> None:
+    """`arvae-midi train --preset default` re-creates the shipped model's recipe, not another one."""
+    from arvae_midi.engine.engine import Engine
+
+    shipped = Engine.load(None, device="cpu", threads=1).meta.recipe
+    preset = load_recipe("default")
+    for key in ("objective", "beta", "gamma", "delta", "regularized", "batch_size", "epochs", "lr",
+                "lr_decay_epochs", "lr_decay", "max_train_batches", "teacher_forcing", "seed", "cpu_amp"):
+        assert shipped[key] == getattr(preset, key), key
+    model = shipped["model"]
+    assert all(model[k] == v for k, v in preset.model.__dict__.items() if not isinstance(v, tuple)), model
+
+
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     text = preset_path("tiny").read_text() + "\nlearning_rate = 0.1\n"
     path = tmp_path / "bad.toml"
