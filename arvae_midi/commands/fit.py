@@ -48,6 +48,8 @@ def _print_report(report: FitReport) -> None:
             "-" if b is None else f"{after.spearman[name] - b:+.3f}",
         )
     console.print(table)
+    for warning in report.warnings():
+        console.print(f"note: {warning}", highlight=False)
     console.print(
         f"fine-tuned {report.steps} steps in {report.train_seconds / 60:.1f} min; "
         f"total {report.seconds / 60:.1f} min; run folder {report.run_dir}"

@@ -58,6 +58,10 @@ class FitConfig:
             raise ConfigError("figure_bars, calibration_bars and threads must be >= 1")
 
 
+#: A knob whose Spearman falls by more than this after fine-tuning is reported (FitReport.warnings).
+KNOB_DROP = 0.05
+
+
 @dataclass
 class FitReport:
     """What :func:`fit` produced."""
@@ -70,6 +74,27 @@ class FitReport:
     steps: int
     train_seconds: float
     seconds: float
+    init: str = "default"  # the start point: "default" or a run folder
+
+    def warnings(self, knob_drop: float = KNOB_DROP) -> list[str]:
+        """What got worse on the held-out bars: reconstruction, or a knob's Spearman by more than
+        ``knob_drop``. Empty when fine-tuning did not make the model worse there."""
+        out = []
+        before, after = self.before, self.after
+        if after.reconstruction < before.reconstruction:
+            out.append(f"the fine-tuned model reconstructs your held-out bars less well than the start model "
+                       f"({after.reconstruction:.1%} vs {before.reconstruction:.1%}): the start model "
+                       f"({self.start_label}) may serve this music as well")
+        for name, rho in after.spearman.items():
+            old = before.spearman.get(name)
+            if old is not None and old - rho > knob_drop:
+                out.append(f"the {name} knob follows less well after fine-tuning (Spearman {old:.3f} -> {rho:.3f})")
+        return out
+
+    @property
+    def start_label(self) -> str:
+        """How to name the start model to the user."""
+        return "the shipped default" if self.init == "default" else str(self.init)
 
 
 def default_run_dir(out: Path) -> Path:
@@ -201,11 +226,13 @@ def fit(
     stage(f"measuring the fine-tuned model on {len(bars)} held-out bars ({swept} swept)")
     after = _figures(Engine.load(out, device="cpu", threads=1), bars, config, progress)
     report = FitReport(
-        out, run_dir, summary, before, after, summary_train.step, summary_train.seconds, time.perf_counter() - t0
+        out, run_dir, summary, before, after, summary_train.step, summary_train.seconds, time.perf_counter() - t0,
+        config.init,
     )
     (run_dir / "fit.json").write_text(json.dumps({
         "out": str(out), "start_model": str(start), "init": config.init, "minutes": config.minutes,
         "steps": report.steps, "train_seconds": round(report.train_seconds, 1), "seconds": round(report.seconds, 1),
         "heldout_bars": len(bars), "before": asdict(before), "after": asdict(after), "dataset": summary.to_dict(),
+        "warnings": report.warnings(),
     }, indent=2) + "\n", encoding="utf-8")  # fmt: skip
     return report

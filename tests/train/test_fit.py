@@ -71,3 +71,19 @@ def test_fit_writes_a_model_vary_loads(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "error: 2 usable MIDI files: the split is by file and needs at least 3" in result.output
     assert (tmp_path / "models" / "runs" / "mine-2").is_dir()
+
+
+def test_report_warns_when_fine_tuning_made_the_model_worse(tmp_path: Path) -> None:
+    from arvae_midi.engine.figures import ModelFigures
+    from arvae_midi.train.fit import FitReport
+    from arvae_midi.train.midi_dataset import MidiDatasetSummary
+
+    def report(before: ModelFigures, after: ModelFigures) -> FitReport:
+        return FitReport(tmp_path / "m.onnx", tmp_path, MidiDatasetSummary(), before, after, 10, 1.0, 2.0)
+
+    start = ModelFigures(75, 0.999, {"pitch_range": 0.92, "contour": 0.925})
+    assert report(start, ModelFigures(75, 0.999, {"pitch_range": 0.90, "contour": 0.93})).warnings() == []
+    worse = report(start, ModelFigures(75, 0.997, {"pitch_range": 0.706, "contour": 0.915})).warnings()
+    assert len(worse) == 2
+    assert "99.7% vs 99.9%" in worse[0] and "the shipped default" in worse[0]
+    assert "pitch_range knob" in worse[1] and "0.920 -> 0.706" in worse[1]
