@@ -43,6 +43,7 @@ from arvae_midi.engine.policy import (
     Knob,
     LoopConfig,
     search,
+    step_scale,
 )
 from arvae_midi.errors import ConfigError, ModelFileError
 from arvae_midi.presets import DEFAULT_MODEL  # the shipped model, used when no path is given
@@ -144,6 +145,8 @@ class Engine:
         # The search's start: the median curve's inverse, continued past its ends for bars that can
         # go further than the median bar (e.g. a narrower range than the curve's floor).
         self._inverse = {a: CurveInverse(cal[a], self.loop.extrapolate) for a in self._attr_columns}
+        self._step_scale = {a: step_scale(self._attr_span[a], float(inv.abscissa[-1] - inv.abscissa[0]))
+                            for a, inv in self._inverse.items()}  # fmt: skip
         self._cache_lock = threading.Lock()
         # bar bytes -> (mu (1, Z), the bar's attributes (4,))
         self._encodings: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -348,7 +351,8 @@ class Engine:
         start = latent + float(curve[0] - curve[1])
         ends = inverse.clipped(np.asarray([target, own]))
         return Knob(self._attr_columns[attribute], self.meta.attribute_dims[attribute], target, start,
-                    self.loop.step * self._latent_span[attribute], self._attr_span[attribute],
+                    self.loop.step * self._latent_span[attribute] * self._step_scale[attribute],
+                    self._attr_span[attribute],
                     self._orientation[attribute], latent + float(ends[0] - ends[1]))
 
     def _encode_cached(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

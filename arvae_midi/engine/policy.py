@@ -39,6 +39,8 @@ DEFAULT_CANDIDATES = 4
 DEFAULT_ROUNDS = 1
 #: Smallest attribute span the cost divides by (a flat, uncontrolled calibration).
 MIN_SPAN = 1e-3
+#: Largest factor by which a weakly followed dim's round-1 step grows (:func:`step_scale`).
+MAX_STEP_SCALE = 4.0
 
 #: z (M, Z) float32 -> decoded attributes (M, 4) and tokens (M, 24)
 DecodeFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -87,6 +89,19 @@ def cost(attrs: np.ndarray, own: np.ndarray, knobs: Mapping[str, Knob], free: Ma
     for column, span in free.items():
         total += crosstalk * np.abs(attrs[:, column] - own[column]) / span
     return total
+
+
+def step_scale(knob_span: float, curve_span: float) -> float:
+    """Factor on a dim's round-1 step: knob range over the median curve's range, in 1..MAX_STEP_SCALE.
+
+    Where the decoder follows a dim weakly, the median bar's attribute moves over only part of the
+    knob's range along the whole latent grid (the retrained default's pitch range: 0.115 of 0.538),
+    so a step sized to the grid's span leaves most targets outside the rows; the step grows by the
+    shortfall. Dims the median bar follows across the knob's range keep their step (factor 1).
+    """
+    if curve_span <= MIN_SPAN:
+        return 1.0
+    return float(np.clip(knob_span / curve_span, 1.0, MAX_STEP_SCALE))
 
 
 def _offsets(rows: int) -> np.ndarray:

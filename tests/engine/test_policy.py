@@ -162,3 +162,12 @@ def test_curve_inverse_continues_past_the_ends_within_bounds(tiny_engine: Engine
         values = extended(np.linspace(lo - 0.1, hi + 0.1, 50))
         slope = np.sign(np.polyfit(cal.latent, cal.median, 1)[0])
         assert np.all(np.diff(values) * slope >= -1e-12)  # still monotone
+
+
+def test_step_grows_where_the_decoder_follows_a_dim_weakly() -> None:
+    from arvae_midi.engine.policy import MAX_STEP_SCALE, step_scale
+
+    assert step_scale(0.33, 0.42) == 1.0  # the median bar covers the knob's range: step unchanged
+    assert step_scale(0.54, 0.27) == pytest.approx(2.0)
+    assert step_scale(0.54, 0.115) == MAX_STEP_SCALE  # capped
+    assert step_scale(0.54, 0.0) == 1.0  # a flat curve: no information, no change
