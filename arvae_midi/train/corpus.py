@@ -95,10 +95,50 @@ class CorpusConfig:
         train, val = self.fractions
         if not (train > 0 and val >= 0 and train + val <= 1):
             raise ConfigError(f"fractions (train, val) must be positive and sum to <= 1, got {self.fractions}")
-        try:
-            Vocabulary(self.low, self.high)
-        except ValueError as e:
-            raise ConfigError(f"pitch range: {e}") from e
+        check_pitch_range(self.low, self.high)
+
+
+def check_pitch_range(low: int, high: int) -> None:
+    """ConfigError unless ``low..high`` (MIDI) makes a vocabulary (:class:`Vocabulary`)."""
+    try:
+        Vocabulary(low, high)
+    except ValueError as e:
+        raise ConfigError(f"pitch range: {e}") from e
+
+
+def measure_arrays(
+    vocab: Vocabulary, tok_parts: list[np.ndarray], tune_parts: list[np.ndarray], shift_parts: list[np.ndarray],
+    bar_parts: list[np.ndarray], tune_split: list[int], tune_names: list[str],
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The npz arrays every measure dataset has, from per-tune parts (rows of tune i in part i).
+
+    ``tokens`` (N, 24) int8, ``attributes`` (N, 4), ``tune`` / ``split`` / ``transpose`` /
+    ``bar_index`` per row, ``vocab``, and per tune ``tune_names`` and ``tune_split``.
+    """
+    tokens = np.concatenate(tok_parts)
+    tune_col = np.concatenate(tune_parts)
+    split_arr = np.asarray(tune_split, dtype=np.int8)
+    return {
+        "tokens": tokens.astype(np.int8),
+        "attributes": compute_attributes(tokens, vocab).astype(np.float32),
+        "tune": tune_col,
+        "split": split_arr[tune_col],
+        "vocab": np.array(vocab.tokens, dtype=str),
+        "transpose": np.concatenate(shift_parts),
+        "bar_index": np.concatenate(bar_parts),
+        "tune_names": np.array(tune_names, dtype=str),
+        "tune_split": split_arr,
+    }
+
+
+def write_npz(out: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to ``out`` (compressed npz) atomically: a reader never sees half a file."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
+    return path
 
 
 @dataclass
@@ -251,21 +291,9 @@ def assemble(
     if not names:
         raise DatasetError(f"{summary.name}: no tune survived parsing ({sum(dropped.values())} dropped)")
     summary.dropped = dict(dropped.most_common())
-    tokens = np.concatenate(tok_parts)
-    tune_col = np.concatenate(tune_parts)
-    split_arr = np.array(splits, dtype=np.int8)
-    return {
-        "tokens": tokens.astype(np.int8),
-        "attributes": compute_attributes(tokens, vocab).astype(np.float32),
-        "tune": tune_col,
-        "split": split_arr[tune_col],
-        "vocab": np.array(vocab.tokens, dtype=str),
-        "transpose": np.concatenate(shift_parts),
-        "bar_index": np.concatenate(bar_parts),
-        "tune_names": np.array(names, dtype=str),
+    return measure_arrays(vocab, tok_parts, tune_parts, shift_parts, bar_parts, splits, names) | {
         "tune_titles": np.array(titles, dtype=str),
         "tune_voice": np.array(voices, dtype=np.int8),
-        "tune_split": split_arr,
         "tune_corpus": np.array(corpora, dtype=str),
     }
 
@@ -338,12 +366,7 @@ def save_dataset(
     """Build dataset ``name`` and write it to ``out`` (npz, compressed); returns the summary."""
     t0 = time.perf_counter()
     arrays, summary = build_dataset(name, config, progress)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
-    summary.path = str(path)
+    summary.path = str(write_npz(out, arrays))
     summary.seconds = round(time.perf_counter() - t0, 2)
     return summary
 

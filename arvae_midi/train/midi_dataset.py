@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -39,12 +38,11 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from arvae_midi.core.attributes import compute_attributes
 from arvae_midi.core.midi import DRUM_CHANNEL, NotePairs
 from arvae_midi.core.tokens import BEATS_PER_BAR, TICKS_PER_BAR, Note, Vocabulary, nearest_tick, quantize_bar
 from arvae_midi.errors import ConfigError, DatasetError
 from arvae_midi.progress import Progress, ProgressFn
-from arvae_midi.train.corpus import augment_line
+from arvae_midi.train.corpus import augment_line, check_pitch_range, measure_arrays, write_npz
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
 #: Meters whose bar is four quarter notes: they become 24-tick bars.
@@ -73,10 +71,7 @@ class MidiDatasetConfig:
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):  # fmt: skip
             raise ConfigError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
-        try:
-            Vocabulary(self.low, self.high)
-        except ValueError as e:
-            raise ConfigError(f"pitch range: {e}") from e
+        check_pitch_range(self.low, self.high)
 
 
 @dataclass
@@ -371,22 +366,9 @@ def build_midi_dataset(
         summary.files_per_split[split] += 1
         summary.bars_per_split[split] += n
         summary.rows_per_split[split] += len(bars)
-    tokens = np.concatenate(tok_parts)
-    tune_col = np.concatenate(tune_parts)
-    split_arr = np.asarray(splits, np.int8)
+    arrays = measure_arrays(vocab, tok_parts, tune_parts, shift_parts, bar_parts, splits, [key for key, *_ in lines])
     summary.seconds = round(time.perf_counter() - t0, 2)
-    arrays: dict[str, np.ndarray] = {
-        "tokens": tokens.astype(np.int8),
-        "attributes": compute_attributes(tokens, vocab).astype(np.float32),
-        "tune": tune_col,
-        "split": split_arr[tune_col],
-        "vocab": np.array(vocab.tokens, dtype=str),
-        "transpose": np.concatenate(shift_parts),
-        "bar_index": np.concatenate(bar_parts),
-        "tune_names": np.array([key for key, *_ in lines], dtype=str),
-        "tune_split": split_arr,
-        "info": np.array(json.dumps({"summary": summary.to_dict(), "config": asdict(config), "kind": "midi"})),
-    }
+    arrays["info"] = np.array(json.dumps({"summary": summary.to_dict(), "config": asdict(config), "kind": "midi"}))
     return arrays, summary
 
 
@@ -396,12 +378,7 @@ def save_midi_dataset(
 ) -> MidiDatasetSummary:  # fmt: skip
     """Build the dataset of ``paths`` and write it to ``out`` (npz, compressed, atomically)."""
     arrays, summary = build_midi_dataset(paths, config, progress)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)
-    summary.path = str(path)
+    summary.path = str(write_npz(out, arrays))
     return summary
 
 
