@@ -246,13 +246,18 @@ def _report(log: Path, received: list[tuple[float, list[int]]], clock_error: lis
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`run` every bridge bench shares: bars, tempo, JACK period and rate, model."""
     parser.add_argument("--bars", type=int, default=24)
     parser.add_argument("--bpm", type=float, default=160.0)
     parser.add_argument("--period", type=int, default=64, help="JACK period in frames")
     parser.add_argument("--rate", type=int, default=48000)
     parser.add_argument("--model", type=Path, default=ROOT / "arvae_midi" / "presets" / "default.onnx")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_arguments(parser)
     parser.add_argument("--phrases", choices=("varied", "fixed"), default="varied",
                         help="varied: phrases of varied length and density with all four knobs moving each bar")
     parser.add_argument("--realtime", action="store_true",

@@ -134,12 +134,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bars", type=int, default=24)
-    parser.add_argument("--bpm", type=float, default=160.0)
-    parser.add_argument("--period", type=int, default=64, help="JACK period in frames")
-    parser.add_argument("--rate", type=int, default=48000)
+    bridge.add_run_arguments(parser)
     parser.add_argument("--rounds", type=int, default=1, help="baseline/page pairs, alternating")
-    parser.add_argument("--model", type=Path, default=bridge.ROOT / "arvae_midi" / "presets" / "default.onnx")
     args = parser.parse_args()
     rounds: list[dict[str, Any]] = []
     for _ in range(args.rounds):
