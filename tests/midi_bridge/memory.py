@@ -57,3 +57,20 @@ class MemoryOutput:
     def close(self) -> None:
         """Refuse further sends."""
         self.closed = True
+
+
+class HealthyPorts:
+    """Mixin for in-memory stand-ins of :class:`~arvae_midi.midi_bridge.ports.PortPair`: the health
+    queries of a connected, non-realtime backend whose server never goes away."""
+
+    def lost(self) -> str | None:
+        return None
+
+    def server_gone(self) -> bool:
+        return False
+
+    def unconnected(self) -> list[str]:
+        return []
+
+    def server_realtime(self) -> bool | None:
+        return None

@@ -31,7 +31,7 @@ from arvae_midi.midi_bridge.knobs import load_cc_map
 from arvae_midi.midi_bridge.runtime import BridgeRuntime
 from arvae_midi.midi_bridge.serve import ServeOptions, serve
 from tests.midi_bridge.harness import FakeEngine, sounding_after
-from tests.midi_bridge.memory import MemoryInput, MemoryOutput
+from tests.midi_bridge.memory import HealthyPorts, MemoryInput, MemoryOutput
 
 BPM = 300
 
@@ -113,7 +113,7 @@ def test_an_internal_error_still_ends_all_notes() -> None:
 
 
 @dataclass
-class FakePair:
+class FakePair(HealthyPorts):
     """Stands in for :class:`arvae_midi.midi_bridge.ports.PortPair` with memory ports."""
 
     input: MemoryInput = field(default_factory=MemoryInput)
@@ -128,15 +128,6 @@ class FakePair:
 
     def lost(self) -> str | None:
         return self.gone
-
-    def server_gone(self) -> bool:
-        return False
-
-    def unconnected(self) -> list[str]:
-        return []
-
-    def server_realtime(self) -> bool | None:
-        return None
 
     def flush(self, timeout: float) -> bool:
         self._step("flush")

@@ -30,6 +30,7 @@ from arvae_midi.midi_bridge.config import BridgeConfig  # noqa: E402
 from arvae_midi.midi_bridge.serve import ServeOptions, serve  # noqa: E402
 from arvae_midi.ui.surface import ControlSurface, UiOptions  # noqa: E402
 from tests.midi_bridge.harness import FakeEngine  # noqa: E402
+from tests.midi_bridge.memory import HealthyPorts  # noqa: E402
 
 BPM = 240.0
 #: The DAW stalls its clock after this pulse of a bar with notes (the capture closes at 93).
@@ -53,7 +54,7 @@ class MemoryIn:
 
 
 @dataclass
-class MemoryPair:
+class MemoryPair(HealthyPorts):
     """Stands in for :class:`arvae_midi.midi_bridge.ports.PortPair`; records what was sent."""
 
     input: MemoryIn = field(default_factory=MemoryIn)
@@ -68,18 +69,6 @@ class MemoryPair:
 
     def send(self, msg: mido.Message) -> None:
         self.sent.append(msg.copy())
-
-    def lost(self) -> str | None:
-        return None
-
-    def server_gone(self) -> bool:
-        return False
-
-    def unconnected(self) -> list[str]:
-        return []
-
-    def server_realtime(self) -> bool | None:
-        return None
 
     def detach(self) -> None:
         self.input.set_callback(None)
