@@ -58,8 +58,8 @@ class TrainConfig:
     epochs: int = 30
     lr: float = 1e-4
     #: Step schedule: from each listed epoch on (0-based, ascending) the VAE's learning rate is
-    #: multiplied once more by ``lr_decay`` (FactorVAE's discriminator keeps ``disc_lr``). Set at the start of every epoch from the epoch
-    #: number alone, so a resumed run follows the same schedule.
+    #: multiplied once more by ``lr_decay`` (FactorVAE's discriminator keeps ``disc_lr``). Set at
+    #: the start of every epoch from the epoch number alone, so a resumed run follows the schedule.
     lr_decay_epochs: list[int] = field(default_factory=list)
     lr_decay: float = 0.1
     #: Probability that a training mini-batch is decoded teacher-forced (else argmax feedback).
