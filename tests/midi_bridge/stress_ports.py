@@ -32,6 +32,17 @@ WATCHDOG_S = 240.0
 STALL_S = 45.0
 #: Exit status of a run stopped by the stall guard (a crash exits by signal, a failed check with 1).
 EXIT_STALLED = 3
+#: What faulthandler's watchdog prints first on stdout when it ends a hung run (then it exits with 1).
+WATCHDOG_MARK = "Timeout ("
+
+
+def stalled(returncode: int, stdout: str) -> str | None:
+    """Where a finished run hung (the stall guard's report or the watchdog's), or None if it did not."""
+    if returncode == EXIT_STALLED:
+        return str(json.loads(stdout.splitlines()[-1])["stalled"])
+    if returncode == 1 and stdout.lstrip().startswith(WATCHDOG_MARK):
+        return f"no end within {WATCHDOG_S:.0f} s (the GIL held inside libjack)"
+    return None
 
 
 class _StallGuard(threading.Thread):
@@ -69,8 +80,10 @@ def _wait(condition: object, timeout: float = WAIT_S) -> bool:
 
 def main(cycles: int) -> int:
     faulthandler.enable()  # a crash prints every thread's Python stack on stderr
-    # A hang does too, and ends the run, before the test's own timeout would kill it silently.
-    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    # A hang ends the run too, before the test's own timeout would kill it silently. Its stacks go
+    # to stdout: a hang inside libjack holds the GIL, so the stall guard's thread never runs, and
+    # fd 2 may be silenced at that moment (quiet_stderr); faulthandler's own thread still fires.
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=sys.stdout)
     tag = f"stress{os.getpid()}"
     with quiet_stderr():
         feeder = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name=f"{tag}-feed")
